@@ -1,0 +1,194 @@
+"""Benchmark databases on a server: each (database, data variant) is built once as a template
+(schema + data), then cloned for use, with a dedicated read-only role that can only SELECT.
+
+All objects the harness creates are named ``txt2sql_<run id>_...`` and dropped at the end, so on a
+shared server (``--db postgresql://...``) nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql as pgsql
+
+from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant
+from harness.db.server import ConnInfo, Server, admin_connection
+from harness.errors import BenchmarkError, InfrastructureError, ProvisionError
+
+
+@dataclass(frozen=True)
+class VariantDatabase:
+    """One usable database: the clone of (db, variant)."""
+
+    db: str
+    variant: str
+    dbname: str
+    template: str
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", text.lower())[:20]
+
+
+def _read_sql(path: Path) -> str:
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return fh.read()
+    return path.read_text(encoding="utf-8")
+
+
+class FixtureDatabases:
+    """``with FixtureDatabases(server, benchmark) as fx: fx.reader(db, variant)``."""
+
+    def __init__(self, server: Server, benchmark: Benchmark, *, statement_timeout_ms: int = 10_000) -> None:
+        self.server = server
+        self.benchmark = benchmark
+        self.statement_timeout_ms = statement_timeout_ms
+        self.run_id = secrets.token_hex(4)
+        self.prefix = f"txt2sql_{self.run_id}"
+        self.reader_role = f"{self.prefix}_reader"
+        self._reader_password = secrets.token_urlsafe(16)
+        self.databases: dict[tuple[str, str], VariantDatabase] = {}
+        self.setup_seconds = 0.0
+
+    def __enter__(self) -> FixtureDatabases:
+        try:
+            self.build()
+        except BaseException:
+            self.drop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
+    # -- build -----------------------------------------------------------------------------------
+    def build(self) -> None:
+        t0 = time.monotonic()
+        admin = self.server.admin
+        with admin_connection(admin) as conn:
+            conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                   "NOINHERIT NOREPLICATION CONNECTION LIMIT 20").format(
+                pgsql.Identifier(self.reader_role), pgsql.Literal(self._reader_password)))
+            # Role defaults survive DISCARD ALL / RESET, so a query cannot switch them off for good.
+            conn.execute(pgsql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                pgsql.Identifier(self.reader_role)))
+            conn.execute(pgsql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                pgsql.Identifier(self.reader_role), pgsql.Literal(str(self.statement_timeout_ms))))
+            conn.execute(pgsql.SQL("ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s'").format(
+                pgsql.Identifier(self.reader_role)))
+        for spec in self.benchmark.databases.values():
+            for variant in spec.variants:
+                tpl = f"{self.prefix}_{_ident(spec.name)}_{_ident(variant.name)}_tpl"
+                self._build_template(admin, spec, variant, tpl)
+                clone = tpl[:-4]
+                with admin_connection(admin) as conn:
+                    conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        pgsql.Identifier(clone), pgsql.Identifier(tpl)))
+                    conn.execute(pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(clone)))
+                    conn.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        pgsql.Identifier(clone), pgsql.Identifier(self.reader_role)))
+                self.databases[(spec.name, variant.name)] = VariantDatabase(spec.name, variant.name, clone, tpl)
+        self.setup_seconds = time.monotonic() - t0
+
+    def _build_template(self, admin: ConnInfo, spec: DatabaseSpec, variant: DataVariant, tpl: str) -> None:
+        with admin_connection(admin) as conn:
+            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(tpl)))
+        with admin_connection(admin, dbname=tpl, timeout=30) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            self._load(conn, spec.schema_path, spec.schema_sql)
+            if variant.path is not None:
+                self._load(conn, variant.path, _read_sql(variant.path))
+            conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            schemas = [r[0] for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                "AND nspname <> 'information_schema'").fetchall()]
+            for schema in schemas:
+                conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                    pgsql.Identifier(schema), pgsql.Identifier(self.reader_role)))
+                conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+                    pgsql.Identifier(schema), pgsql.Identifier(self.reader_role)))
+            conn.execute("ANALYZE")
+
+    @staticmethod
+    def _load(conn: psycopg.Connection, path: Path, text: str) -> None:
+        try:
+            conn.execute(text)  # type: ignore[arg-type]  # a whole DDL/data script: simple query protocol
+        except psycopg.Error as exc:
+            diag = exc.diag
+            pos = diag.statement_position
+            line = text.count("\n", 0, int(pos) - 1) + 1 if pos and pos.isdigit() else None
+            raise BenchmarkError(path, f"failed to load into PostgreSQL: {str(exc).strip().splitlines()[0]}"
+                                       + (f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else ""),
+                                 line=line) from exc
+
+    # -- use -------------------------------------------------------------------------------------
+    def variants(self, db: str) -> list[VariantDatabase]:
+        return [v for (d, _), v in self.databases.items() if d == db]
+
+    def reader(self, vdb: VariantDatabase) -> ConnInfo:
+        return self.server.admin.with_(user=self.reader_role, password=self._reader_password, dbname=vdb.dbname)
+
+    def checksums(self) -> dict[str, str]:
+        """Per clone and table: row count and an order-independent md5 of the rows; plus the list of
+        relations, roles and large objects, so a created object shows up too."""
+        out: dict[str, str] = {}
+        for vdb in self.databases.values():
+            try:
+                with admin_connection(self.server.admin, dbname=vdb.dbname) as conn:
+                    rels = conn.execute(
+                        "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
+                        "AND c.relkind IN ('r', 'p', 'm', 'v', 'f', 'S') ORDER BY 1, 2").fetchall()
+                    out[f"{vdb.dbname}:relations"] = ",".join(f"{s}.{r}:{k}" for s, r, k in rels)
+                    for schema, rel, kind in rels:
+                        if kind not in ("r", "p", "m"):
+                            continue
+                        row = conn.execute(pgsql.SQL(
+                            "SELECT count(*), md5(coalesce(string_agg(h, '' ORDER BY h), '')) "
+                            "FROM (SELECT md5(t::text) AS h FROM {}.{} t) s").format(
+                            pgsql.Identifier(schema), pgsql.Identifier(rel))).fetchone()
+                        out[f"{vdb.dbname}:{schema}.{rel}"] = f"{row[0]}:{row[1]}" if row else "?"
+                    lo = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+                    out[f"{vdb.dbname}:large_objects"] = str(lo[0] if lo else "?")
+            except psycopg.OperationalError as exc:
+                raise InfrastructureError(f"cannot checksum {vdb.dbname}: {exc}") from exc
+        with admin_connection(self.server.admin) as conn:
+            roles = conn.execute("SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles").fetchone()
+            out["roles"] = roles[0] if roles else ""
+        return out
+
+    def rebuild_clone(self, vdb: VariantDatabase) -> None:
+        """Re-create a clone from its template (after a server restart left it unusable)."""
+        with admin_connection(self.server.admin) as conn:
+            conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(vdb.dbname)))
+            conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                pgsql.Identifier(vdb.dbname), pgsql.Identifier(vdb.template)))
+            conn.execute(pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(vdb.dbname)))
+            conn.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                pgsql.Identifier(vdb.dbname), pgsql.Identifier(self.reader_role)))
+
+    def drop(self) -> None:
+        """Drop everything this run created; best effort (the server may already be gone)."""
+        try:
+            with admin_connection(self.server.admin, timeout=5) as conn:
+                names = [r[0] for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (self.prefix + "\\_%",)).fetchall()]
+                for name in names:
+                    if name.endswith("_tpl"):
+                        conn.execute(pgsql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(pgsql.Identifier(name)))
+                    conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+                conn.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(self.reader_role)))
+        except psycopg.Error:
+            pass
+
+
+def require_alive(server: Server) -> None:
+    if not server.is_alive() and not server.recover():
+        raise ProvisionError(f"the {server.kind} PostgreSQL server is down and could not be restarted.\n{server.logs()}")

@@ -1,0 +1,223 @@
+"""A throwaway PostgreSQL + PostGIS cluster from the installed binaries.
+
+The cluster lives in a fresh temp dir, listens only on a unix socket inside it (so parallel runs never
+collide on ports), and is torn down on exit, Ctrl-C, or -- through a watchdog process -- when the
+harness is killed with SIGKILL. PostgreSQL refuses to run as root, so as root the server runs as the
+unprivileged ``postgres`` account; as an ordinary user it runs as that user.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from harness.db.server import ConnInfo
+from harness.errors import ProvisionError
+
+POSTGIS_HINT = "Install PostGIS for the server's version, e.g. `apt-get install postgresql-15-postgis-3`."
+SERVER_SETTINGS = {
+    # a throwaway cluster: durability buys nothing and costs seconds
+    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+    "listen_addresses": "", "max_connections": "60", "shared_buffers": "64MB",
+    "log_min_messages": "warning",
+}
+
+
+def find_bindir() -> Path:
+    """The newest installed PostgreSQL server binaries (env TXT2SQL_PG_BINDIR wins)."""
+    env = os.environ.get("TXT2SQL_PG_BINDIR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                                           key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+                                           reverse=True)]
+    which = shutil.which("pg_ctl")
+    if which:
+        candidates.append(Path(which).resolve().parent)
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "pg_ctl").exists() and (c / "postgres").exists():
+            return c
+    raise ProvisionError("No PostgreSQL server binaries found (looked for initdb/pg_ctl in "
+                         f"{', '.join(str(c) for c in candidates) or '/usr/lib/postgresql/*/bin'}). "
+                         "Install them (`apt-get install postgresql-15 postgresql-15-postgis-3`) "
+                         "or set TXT2SQL_PG_BINDIR.")
+
+
+def postgis_available(bindir: Path) -> bool:
+    try:
+        share = subprocess.run([str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        share = str(bindir.parent.parent.parent.parent / "share" / "postgresql" / bindir.parent.name)
+    return bool(glob.glob(os.path.join(share, "extension", "postgis.control")))
+
+
+class LocalCluster:
+    """``with LocalCluster() as server: ...`` -- configure, start, wait until ready, stop."""
+
+    kind = "local"
+
+    def __init__(self, *, startup_timeout: float = 30.0, base_dir: str | None = None) -> None:
+        self.bindir = find_bindir()
+        if not postgis_available(self.bindir):
+            raise ProvisionError(f"PostGIS is not installed for the PostgreSQL in {self.bindir}. {POSTGIS_HINT}")
+        self.startup_timeout = startup_timeout
+        self.base_dir = base_dir or os.environ.get("TXT2SQL_TMPDIR") or tempfile.gettempdir()
+        self.root: Path | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._run_as: pwd.struct_passwd | None = None
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def datadir(self) -> Path:
+        assert self.root is not None
+        return self.root / "data"
+
+    @property
+    def logfile(self) -> Path:
+        assert self.root is not None
+        return self.root / "server.log"
+
+    @property
+    def admin(self) -> ConnInfo:
+        assert self.root is not None
+        return ConnInfo(host=str(self.root), port=5432, user="postgres")
+
+    def start(self) -> None:
+        self._run_as = self._pick_os_user()
+        self.root = Path(tempfile.mkdtemp(prefix="txt2sql-pg-", dir=self.base_dir))
+        if self._run_as is not None:
+            os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
+        atexit.register(self.stop)
+        self._install_signal_handlers()
+        self._start_watchdog()
+        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
+                   "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"], what="initdb")
+        with open(self.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as fh:
+            for k, v in SERVER_SETTINGS.items():
+                fh.write(f"{k} = '{v}'\n")
+            fh.write(f"unix_socket_directories = '{self.root}'\n")
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        # -l: without a log file pg_ctl keeps our pipes open and the call never returns
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
+                   "-t", str(int(self.startup_timeout)), "start"], what="pg_ctl start")
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(**self.admin.kwargs(connect_timeout=2), autocommit=True) as conn:
+                    conn.execute("SELECT 1")
+                    return
+            except psycopg.OperationalError as exc:
+                last = exc
+                time.sleep(0.1)
+        raise ProvisionError(f"The local PostgreSQL in {self.root} did not accept connections within "
+                             f"{self.startup_timeout:.0f}s ({last}).\nServer log:\n{self.logs()}")
+
+    def is_alive(self) -> bool:
+        try:
+            with psycopg.connect(**self.admin.kwargs(connect_timeout=2), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def recover(self) -> bool:
+        """Restart a server that died (killed, crashed). Data survives: it is on disk."""
+        if self._stopped or self.root is None:
+            return False
+        if self.is_alive():
+            return True
+        try:
+            pid = self.datadir / "postmaster.pid"
+            if pid.exists():
+                # a SIGKILLed postmaster leaves its pid file; pg_ctl start refuses while children live
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"],
+                          what="pg_ctl stop", check=False)
+            self._pg_ctl_start()
+            return True
+        except ProvisionError:
+            return False
+
+    def logs(self) -> str:
+        try:
+            return self.logfile.read_text(encoding="utf-8", errors="replace")[-4000:]
+        except OSError:
+            return "(no server log)"
+
+    def stop(self) -> None:
+        if self._stopped or self.root is None:
+            return
+        self._stopped = True
+        if (self.datadir / "postmaster.pid").exists():
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"],
+                      what="pg_ctl stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            self._watchdog.terminate()
+            try:
+                self._watchdog.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _pick_os_user(self) -> pwd.struct_passwd | None:
+        if os.geteuid() != 0:
+            return None
+        name = os.environ.get("TXT2SQL_PG_OS_USER", "postgres")
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise ProvisionError(
+                f"Running as root, and PostgreSQL refuses to run as root, but there is no OS user '{name}' to run "
+                "it as. Create one (`useradd --system postgres`), set TXT2SQL_PG_OS_USER to another "
+                "unprivileged account, or run txt2sql as an ordinary user.") from None
+
+    def _run(self, argv: list[str], *, what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self._run_as is not None:
+            kwargs = {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
+        env = dict(os.environ, LC_ALL="C.UTF-8")
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(self.root),
+                              stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        if check and proc.returncode != 0:
+            raise ProvisionError(f"{what} failed (exit {proc.returncode}) for the local cluster in {self.root}:\n"
+                                 f"{proc.stderr.strip() or proc.stdout.strip()}\nServer log:\n{self.logs()}")
+        return proc
+
+    def _start_watchdog(self) -> None:
+        """A detached process that tears the cluster down if this process dies without cleaning up."""
+        argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), str(self.bindir), str(self.root)]
+        self._watchdog = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _install_signal_handlers(self) -> None:
+        # SIGTERM would otherwise skip atexit; turn it into a normal exit so stop() runs.
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            try:
+                signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+            except ValueError:  # not the main thread
+                pass
