@@ -81,12 +81,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from harness.gate.gate import GateConfig, decide
+    from harness.gate.gate import GateConfig, decide, load_baseline
     from harness.report.console import print_gate
     from harness.report.records import load_run
     cfg = GateConfig(max_accuracy_drop=args.max_drop, max_degenerate_rise=args.max_degenerate_rise,
                      max_refused_rise=args.max_refused_rise, alpha=args.alpha)
-    decision = decide(load_run(args.baseline), load_run(args.candidate), cfg)
+    decision = decide(load_baseline(args.baseline), load_run(args.candidate), cfg)
     print_gate(decision, Console())
     return 0 if decision.passed else 1
 

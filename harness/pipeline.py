@@ -27,6 +27,7 @@ from harness.diagnose import diagnose
 from harness.diagnose.loops import is_degenerate
 from harness.errors import InfrastructureError, OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend
+from harness.prompts.templates import PromptTemplate
 from harness.report.records import ItemResult, Summary
 from harness.report.summary import summarise
 from harness.report.writer import RunWriter
@@ -53,6 +54,7 @@ class EvalConfig:
     statement_timeout_ms: int = 10_000
     row_cap: int = 100_000
     limit: int | None = None  # first N questions only
+    ids: frozenset[str] | None = None  # only these question ids (pytest -k selection)
     cache_dir: Path | None = None  # None: default cache; use_cache=False disables
     use_cache: bool = True
     progress: bool = True
@@ -117,9 +119,19 @@ def build_backend(config: EvalConfig) -> ModelBackend:
     return backend
 
 
+def resolve_template(name: str | None, backend: ModelBackend) -> PromptTemplate:
+    """An explicit --template wins (the lora backend warns on a mismatch); else the template an adapter
+    recorded at training; else the default."""
+    from harness.prompts.templates import PromptTemplate, get_template
+    if name:
+        return get_template(name)
+    recorded = getattr(getattr(backend, "inner", backend), "template", None)
+    return recorded if isinstance(recorded, PromptTemplate) else get_template(None)
+
+
 def generate(benchmark: Benchmark, backend: ModelBackend, config: EvalConfig,
              questions: Sequence[Question]) -> dict[str, Generation]:
-    from harness.prompts.templates import resolve_template, render_prompt
+    from harness.prompts.templates import render_prompt
     template = resolve_template(config.options.template, backend)
     prompts = [render_prompt(q, template) for q in questions]
     with Progress(config.progress).task(f"generating ({config.model})", len(prompts)) as advance:
@@ -129,7 +141,8 @@ def generate(benchmark: Benchmark, backend: ModelBackend, config: EvalConfig,
 
 def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunResult:
     benchmark = load_benchmark(config.benchmark, config.split)
-    questions = list(benchmark.questions[: config.limit] if config.limit else benchmark.questions)
+    questions = [q for q in benchmark.questions if config.ids is None or q.id in config.ids]
+    questions = questions[: config.limit] if config.limit else questions
     out = config.out or default_out_dir(config)
     prepare_output(out)
     own_backend = backend is None

@@ -146,8 +146,9 @@ _NOISE = re.compile(r"^\s*(CREATE\s+EXTENSION|CREATE\s+(UNIQUE\s+)?INDEX|ALTER\s
 
 def context_from_ddl(ddl: str) -> str:
     """The prompt context when a question has none: the DDL's CREATE TABLE and COMMENT statements."""
-    statements = [s.strip() for s in re.split(r";\s*\n", ddl) if s.strip()]
-    kept = [s for s in statements if not _NOISE.match(s) and not s.startswith("--")]
+    code = "\n".join(line for line in ddl.splitlines() if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in re.split(r";\s*\n", code) if s.strip()]
+    kept = [s for s in statements if not _NOISE.match(s)]
     return ";\n".join(kept).strip() + (";" if kept else "")
 
 

@@ -1,0 +1,317 @@
+"""The regression gate: may this candidate (e.g. a new LoRA adapter) replace the baseline?
+
+``decide`` is pure: two ``Run`` values and a ``GateConfig`` in, a ``GateDecision`` out.
+Loading, printing and exit codes belong to the caller (CLI, pytest plugin).
+
+The candidate FAILS when any of these holds (defaults in brackets, all configurable):
+
+1. its execution accuracy is below the baseline's by more than ``max_accuracy_drop``
+   [0.02, i.e. two percentage points, absolute];
+2. its degenerate rate rises by more than ``max_degenerate_rise`` [0.02, absolute];
+3. its refused rate rises by more than ``max_refused_rise`` [0.02, absolute];
+4. a paired test shows a significant drop: exact McNemar p < ``alpha`` [0.05] with more
+   questions broken (correct -> wrong) than fixed (wrong -> correct), AND the upper bound of the
+   paired-bootstrap ``1 - alpha`` [95 %] confidence interval for the accuracy difference
+   (candidate - baseline) is below 0 [10,000 resamples, seed 0].
+
+Accuracies and rates for 1-3 are the runs' own summary figures (``Summary.execution_accuracy``,
+``degenerate_rate``, ``refused_rate``; ``gold_error`` questions are excluded from them), except
+when both runs have per-question results over different question sets (say the candidate ran
+``pytest -k spatial``): then all figures are recomputed over the questions scored in both, and a
+note says so. The paired test 4 uses only questions present and scored in both runs. When either run has no
+per-question results (e.g. the baseline is a stored summary.json alone), 4 cannot run: the
+gate decides on 1-3 and says so in ``reasons``.
+
+Runs over different benchmarks (``benchmark_sha256``) or splits are never compared: that raises
+``GateError``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import GateError, Txt2SqlError
+from harness.gate.stats import (
+    DEFAULT_BOOTSTRAP_SAMPLES,
+    DEFAULT_SEED,
+    bootstrap_diff_ci,
+    mcnemar_exact,
+    pair_results,
+)
+from harness.report.records import ItemResult, Run, Summary, load_run
+
+# Two floats that print the same must not fail a margin: 0.52 - 0.50 is 0.020000000000000018.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Margins of the regression gate. All rates and margins are absolute fractions (0.02 = 2 points).
+
+    - ``max_accuracy_drop`` = 0.02: largest allowed fall in execution accuracy.
+    - ``max_degenerate_rise`` = 0.02: largest allowed rise in the degenerate (looping output) rate.
+    - ``max_refused_rise`` = 0.02: largest allowed rise in the refused (non-SELECT SQL) rate.
+    - ``alpha`` = 0.05: significance level of the exact McNemar test; the bootstrap interval
+      is the matching ``1 - alpha`` (95 %) interval.
+    - ``bootstrap_samples`` = 10,000 and ``bootstrap_seed`` = 0: the paired bootstrap.
+    """
+
+    max_accuracy_drop: float = 0.02
+    max_degenerate_rise: float = 0.02
+    max_refused_rise: float = 0.02
+    alpha: float = 0.05
+    bootstrap_samples: int = DEFAULT_BOOTSTRAP_SAMPLES
+    bootstrap_seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        for name in ("max_accuracy_drop", "max_degenerate_rise", "max_refused_rise"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"GateConfig.{name} must be an absolute fraction in [0, 1], got {value}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"GateConfig.alpha must be in (0, 1), got {self.alpha}")
+        if self.bootstrap_samples < 1:
+            raise ValueError(f"GateConfig.bootstrap_samples must be positive, got {self.bootstrap_samples}")
+
+
+@dataclass(frozen=True)
+class Flip:
+    """One question whose correctness changed between baseline and candidate."""
+
+    id: str
+    question: str
+    baseline_status: str
+    candidate_status: str
+
+    @property
+    def fixed(self) -> bool:
+        return self.candidate_status == "correct"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The verdict and the evidence behind it.
+
+    ``reasons`` lists every failed check (empty when ``passed`` and the paired test ran), plus a
+    note when the paired test could not run. The McNemar and bootstrap fields are ``None`` when
+    it did not run (``paired`` is False). ``fixed`` / ``broken`` are question ids:
+    wrong -> correct and correct -> wrong; ``flips`` carries the same with question text and
+    statuses, baseline order, broken first.
+    """
+
+    passed: bool
+    reasons: tuple[str, ...]
+    baseline_label: str
+    candidate_label: str
+    baseline_accuracy: float
+    candidate_accuracy: float
+    delta: float  # candidate - baseline
+    baseline_degenerate_rate: float
+    candidate_degenerate_rate: float
+    baseline_refused_rate: float
+    candidate_refused_rate: float
+    paired: bool
+    n_paired: int
+    mcnemar_b: int | None  # broken: correct -> wrong
+    mcnemar_c: int | None  # fixed: wrong -> correct
+    mcnemar_p: float | None
+    ci_low: float | None
+    ci_high: float | None
+    fixed: tuple[str, ...]
+    broken: tuple[str, ...]
+    flips: tuple[Flip, ...]
+    config: GateConfig
+
+    @property
+    def exit_code(self) -> int:
+        """0 when passed, 1 when the candidate is rejected (the CLI's exit status)."""
+        return 0 if self.passed else 1
+
+
+@dataclass(frozen=True)
+class _Measures:
+    """The figures the margins compare, from a summary or recomputed over some questions."""
+
+    accuracy: float
+    degenerate_rate: float
+    refused_rate: float
+
+    @classmethod
+    def of_summary(cls, s: Summary) -> _Measures:
+        return cls(s.execution_accuracy, s.degenerate_rate, s.refused_rate)
+
+    @classmethod
+    def of_items(cls, items: tuple[ItemResult, ...], ids: set[str]) -> _Measures:
+        """Same definitions as the run summary: degenerate = status or flag, refused = status."""
+        chosen = [r for r in items if r.scored and r.id in ids]
+        n = len(chosen) or 1
+        return cls(
+            sum(r.correct for r in chosen) / n,
+            sum(r.status == "degenerate" or "degenerate" in r.flags for r in chosen) / n,
+            sum(r.status == "refused" for r in chosen) / n,
+        )
+
+
+def load_baseline(path: Path | str) -> Run:
+    """Load a baseline from a run directory or a summary.json.
+
+    Unlike ``load_run``, a summary.json without results.jsonl beside it is accepted: the Run then
+    has no items and ``decide`` falls back to the margins (the paired test needs per-question
+    results). Anything else missing raises ``Txt2SqlError`` naming the path.
+    """
+    p = Path(path)
+    run_dir = p.parent if p.is_file() else p
+    if (run_dir / "results.jsonl").is_file():
+        return load_run(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise Txt2SqlError(
+            f"{p}: no summary.json here. Pass a run directory written by `txt2sql eval --out DIR` "
+            "or the path of its summary.json."
+        )
+    try:
+        summary = Summary.from_dict(json.loads(summary_path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise Txt2SqlError(f"{summary_path}: not a txt2sql summary ({exc})") from exc
+    return Run(run_dir, summary, ())
+
+
+def check_comparable(baseline: Run, candidate: Run) -> None:
+    """Raise ``GateError`` unless both runs are over the same benchmark content and split."""
+    b, c = baseline.summary, candidate.summary
+    if b.benchmark_sha256 != c.benchmark_sha256:
+        raise GateError(
+            "runs are over different benchmarks: baseline "
+            f"{baseline.path} has benchmark '{b.benchmark}' sha256 {b.benchmark_sha256 or '(none)'}, candidate "
+            f"{candidate.path} has '{c.benchmark}' sha256 {c.benchmark_sha256 or '(none)'}. "
+            "Hint: re-run both on the same benchmark directory; an edited benchmark needs a new baseline."
+        )
+    if b.split != c.split:
+        raise GateError(
+            f"runs are over different splits: baseline {baseline.path} used split '{b.split}', "
+            f"candidate {candidate.path} used split '{c.split}'. Hint: pass the same --split to both runs."
+        )
+
+
+def flips_between(baseline: Run, candidate: Run) -> tuple[Flip, ...]:
+    """Questions correct in one run and wrong in the other (scored in both), broken first."""
+    pairing = pair_results(baseline.items, candidate.items)
+    by_id_b: dict[str, ItemResult] = {r.id: r for r in baseline.items}
+    by_id_c: dict[str, ItemResult] = {r.id: r for r in candidate.items}
+
+    def flip(i: str) -> Flip:
+        rb, rc = by_id_b[i], by_id_c[i]
+        return Flip(i, rb.question or rc.question, rb.status, rc.status)
+
+    return tuple(flip(i) for i in pairing.broken) + tuple(flip(i) for i in pairing.fixed)
+
+
+def decide(baseline: Run, candidate: Run, config: GateConfig | None = None) -> GateDecision:
+    """Decide whether ``candidate`` may replace ``baseline``; see the module docstring for the rules.
+
+    Raises ``GateError`` for runs over different benchmarks or splits, or with per-question
+    results that share no scored question.
+    """
+    config = config or GateConfig()
+    check_comparable(baseline, candidate)
+    reasons: list[str] = []
+    paired = bool(baseline.items) and bool(candidate.items)
+    pairing = pair_results(baseline.items, candidate.items) if paired else None
+    if pairing is not None and pairing.n == 0:
+        raise GateError(
+            f"baseline {baseline.path} and candidate {candidate.path} share no scored question ids "
+            f"({len(baseline.items)} and {len(candidate.items)} results). "
+            "Hint: both runs must use the same benchmark questions; check the ids in results.jsonl."
+        )
+    notes: list[str] = []
+    base_m, cand_m = _Measures.of_summary(baseline.summary), _Measures.of_summary(candidate.summary)
+    if pairing is not None:
+        shared = set(pairing.ids)
+        n_base = sum(1 for r in baseline.items if r.scored)
+        n_cand = sum(1 for r in candidate.items if r.scored)
+        if len(shared) < max(n_base, n_cand):
+            # e.g. `pytest -k spatial` ran a subset: whole-run figures would compare different questions.
+            base_m, cand_m = _Measures.of_items(baseline.items, shared), _Measures.of_items(candidate.items, shared)
+            notes.append(
+                f"note: the runs scored different questions (baseline {n_base}, candidate {n_cand}); "
+                f"every figure is over the {len(shared)} questions scored in both"
+            )
+
+    base_acc, cand_acc = base_m.accuracy, cand_m.accuracy
+    delta = cand_acc - base_acc
+    if -delta > config.max_accuracy_drop + _EPS:
+        reasons.append(
+            f"execution accuracy fell from {base_acc:.1%} to {cand_acc:.1%} ({delta * 100:+.1f} points), "
+            f"more than the allowed drop of {config.max_accuracy_drop * 100:.1f} points"
+        )
+    for what, b_rate, c_rate, margin in (
+        ("degenerate", base_m.degenerate_rate, cand_m.degenerate_rate, config.max_degenerate_rise),
+        ("refused", base_m.refused_rate, cand_m.refused_rate, config.max_refused_rise),
+    ):
+        if c_rate - b_rate > margin + _EPS:
+            reasons.append(
+                f"{what} rate rose from {b_rate:.1%} to {c_rate:.1%} ({(c_rate - b_rate) * 100:+.1f} points), "
+                f"more than the allowed rise of {margin * 100:.1f} points"
+            )
+
+    b = c = n_paired = None
+    p_value = ci_low = ci_high = None
+    fixed: tuple[str, ...] = ()
+    broken: tuple[str, ...] = ()
+    flips: tuple[Flip, ...] = ()
+    if pairing is not None:
+        n_paired = pairing.n
+        fixed, broken = pairing.fixed, pairing.broken
+        b, c = len(broken), len(fixed)
+        p_value = mcnemar_exact(b, c)
+        ci_low, ci_high = bootstrap_diff_ci(
+            pairing.baseline,
+            pairing.candidate,
+            n_resamples=config.bootstrap_samples,
+            confidence=1 - config.alpha,
+            seed=config.bootstrap_seed,
+        )
+        if p_value < config.alpha and b > c and ci_high < 0:
+            reasons.append(
+                f"significant drop on {n_paired} paired questions: {b} broken vs {c} fixed, "
+                f"McNemar exact p = {p_value:.3g} < alpha {config.alpha:g}, "
+                f"{1 - config.alpha:.0%} bootstrap CI of the accuracy difference "
+                f"[{ci_low * 100:+.1f}, {ci_high * 100:+.1f}] points lies below 0"
+            )
+        flips = flips_between(baseline, candidate)
+    passed = not reasons
+    reasons.extend(notes)
+    if not paired:
+        missing = " and ".join(
+            f"{role} ({run.path})" for role, run in (("baseline", baseline), ("candidate", candidate)) if not run.items
+        )
+        reasons.append(
+            f"note: no per-question results for {missing}, so the paired test (McNemar + bootstrap) "
+            "did not run; decided on the accuracy, degenerate and refused margins only"
+        )
+    return GateDecision(
+        passed=passed,
+        reasons=tuple(reasons),
+        baseline_label=baseline.label,
+        candidate_label=candidate.label,
+        baseline_accuracy=base_acc,
+        candidate_accuracy=cand_acc,
+        delta=delta,
+        baseline_degenerate_rate=base_m.degenerate_rate,
+        candidate_degenerate_rate=cand_m.degenerate_rate,
+        baseline_refused_rate=base_m.refused_rate,
+        candidate_refused_rate=cand_m.refused_rate,
+        paired=paired,
+        n_paired=n_paired or 0,
+        mcnemar_b=b,
+        mcnemar_c=c,
+        mcnemar_p=p_value,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        fixed=fixed,
+        broken=broken,
+        flips=flips,
+        config=config,
+    )

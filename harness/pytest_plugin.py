@@ -1,0 +1,199 @@
+"""pytest plugin: ``pytest benchmarks/ --model=lora:checkpoint-1600``.
+
+Each question of a benchmark is one test item named by its id and tags (so ``-k spatial`` selects the
+spatial questions and JUnit XML lists per-question results). Generation, execution and scoring happen
+once per session, in batch, for the selected items only; each item then reports its own verdict. The
+session writes the same results.jsonl / summary.json as ``txt2sql eval``.
+
+A benchmark is collected from a ``*.txt2sql.json`` file such as ``benchmarks/hangzhou.txt2sql.json``::
+
+    {"benchmark": "../fixtures/hangzhou", "split": "test"}
+
+(paths relative to that file; ``--benchmark`` and ``--split`` override them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import Txt2SqlError
+
+SPEC_SUFFIX = ".txt2sql.json"
+
+
+@dataclass
+class SessionState:
+    results: dict[str, Any] = field(default_factory=dict)  # spec path -> RunResult
+    errors: dict[str, str] = field(default_factory=dict)
+    gate: Any = None
+
+
+state_key = pytest.StashKey[SessionState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("txt2sql", "txt2sql text-to-SQL benchmark")
+    g.addoption("--model", default=None, help="model spec: embedded (default), hf:, lora:, openai:, replay:")
+    g.addoption("--base-model", default=None, help="base model for lora: adapters")
+    g.addoption("--benchmark", default=None, help="benchmark directory (overrides the .txt2sql.json file)")
+    g.addoption("--split", default=None, help="split name (overrides the .txt2sql.json file)")
+    g.addoption("--db", default="auto", help="auto | local | docker | postgresql://...")
+    g.addoption("--template", default=None, help="prompt template")
+    g.addoption("--quantize", default=None, choices=("8bit", "4bit"))
+    g.addoption("--txt2sql-out", default=None, help="run directory for results.jsonl / summary.json")
+    g.addoption("--baseline", default=None, help="baseline run (dir or summary.json) for --gate")
+    g.addoption("--gate", action="store_true", help="fail the session if the run regresses against --baseline")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[state_key] = SessionState()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith(SPEC_SUFFIX):
+        return BenchmarkFile.from_parent(parent, path=file_path)
+    return None
+
+
+class BenchmarkFile(pytest.File):
+    def spec(self) -> tuple[Path, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise Txt2SqlError(f"{self.path}: invalid JSON ({exc})") from exc
+        opt = self.config.getoption
+        bench = Path(opt("benchmark")) if opt("benchmark") else (self.path.parent / data.get("benchmark", ".")).resolve()
+        return bench, opt("split") or data.get("split", "test")
+
+    def collect(self):  # type: ignore[override]
+        from harness.benchmark.loader import load_benchmark
+        bench, split = self.spec()
+        benchmark = load_benchmark(bench, split)
+        for q in benchmark.questions:
+            name = f"{q.id}[{'-'.join(q.tags) or 'untagged'}]"
+            item = QuestionItem.from_parent(self, name=name, question=q)
+            for tag in q.tags:
+                item.keywords[tag] = True
+            yield item
+
+
+class QuestionFailure(Exception):
+    def __init__(self, item_result: Any) -> None:
+        super().__init__(item_result.status)
+        self.result = item_result
+
+
+class QuestionItem(pytest.Item):
+    def __init__(self, *, question: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.question = question
+
+    def runtest(self) -> None:
+        run = _run_for(self.parent)  # type: ignore[arg-type]
+        result = next((i for i in run.items if i.id == self.question.id), None)
+        if result is None:
+            raise Txt2SqlError(f"question {self.question.id} was not evaluated")
+        self.user_properties.extend([("status", result.status), ("flags", ",".join(result.flags)),
+                                     ("exact_match", str(result.exact_match))])
+        if result.status == "gold_error":
+            pytest.skip(f"gold_error (benchmark defect, not scored): {result.error}")
+        if result.status != "correct":
+            raise QuestionFailure(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, QuestionFailure):
+            r = excinfo.value.result
+            lines = [f"question:   {r.question}", f"status:     {r.status}",
+                     f"flags:      {', '.join(r.flags) or '-'}",
+                     *(f"  {k}: {v}" for k, v in r.flag_details.items()),
+                     f"gold:       {r.gold_sql}", f"predicted:  {r.predicted_sql}",
+                     f"raw output: {r.raw_output[:400]!r}"]
+            if r.error:
+                lines.append(f"error:      {r.error}")
+            if r.diff:
+                lines.append("first rows that differ:\n" + r.diff)
+            return "\n".join(lines)
+        if isinstance(excinfo.value, Txt2SqlError):
+            return f"txt2sql: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.question.id}: {self.question.question}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember which questions survived -k / deselection: only those are generated."""
+    selected: dict[str, set[str]] = {}
+    for item in session.items:
+        if isinstance(item, QuestionItem):
+            selected.setdefault(str(item.parent.path), set()).add(item.question.id)  # type: ignore[union-attr]
+    session.config.stash[state_key].results["_selected"] = selected
+
+
+def _run_for(bench_file: BenchmarkFile) -> Any:
+    state = bench_file.config.stash[state_key]
+    key = str(bench_file.path)
+    if key in state.errors:
+        raise Txt2SqlError(state.errors[key])
+    if key not in state.results:
+        try:
+            state.results[key] = _evaluate(bench_file, state.results.get("_selected", {}).get(key))
+        except Txt2SqlError as exc:
+            state.errors[key] = str(exc)
+            raise
+    return state.results[key]
+
+
+def _evaluate(bench_file: BenchmarkFile, ids: set[str] | None) -> Any:
+    from harness.models.base import BackendOptions
+    from harness.pipeline import DEFAULT_MODEL, EvalConfig, evaluate
+    opt = bench_file.config.getoption
+    bench, split = bench_file.spec()
+    out = opt("txt2sql_out")
+    config = EvalConfig(benchmark=bench, split=split, model=opt("model") or DEFAULT_MODEL, db=opt("db"),
+                        out=Path(out) if out else None,
+                        options=BackendOptions(base_model=opt("base_model"), template=opt("template"),
+                                               quantize=opt("quantize")),
+                        ids=frozenset(ids) if ids else None, progress=False)
+    result = evaluate(config)
+    if opt("gate") and opt("baseline"):
+        from harness.gate.gate import GateConfig, decide, load_baseline
+        from harness.report.records import Run
+        candidate = Run(result.out, result.summary, result.items)
+        bench_file.config.stash[state_key].gate = decide(load_baseline(opt("baseline")), candidate, GateConfig())
+    return replace(result)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(state_key, None)
+    if state is None:
+        return
+    for key, result in state.results.items():
+        if key == "_selected":
+            continue
+        s = result.summary
+        terminalreporter.section(f"txt2sql: {Path(key).name}")
+        terminalreporter.write_line(
+            f"model {s.model}: execution_accuracy {s.execution_accuracy:.3f} "
+            f"(superset {s.execution_accuracy_superset:.3f}), exact_match {s.exact_match:.3f}, "
+            f"n={s.n_scored}/{s.n}, fixture_intact={s.fixture_intact}")
+        terminalreporter.write_line(f"statuses: {s.status_counts}  flags: {s.flag_counts}")
+        terminalreporter.write_line(f"results: {result.out / 'results.jsonl'}")
+    if state.gate is not None:
+        d = state.gate
+        terminalreporter.section("txt2sql gate")
+        terminalreporter.write_line(("PASSED" if d.passed else "FAILED") + ": " + "; ".join(d.reasons))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("gate", False) and not session.config.getoption("baseline", None):
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        return
+    state = session.config.stash.get(state_key, None)
+    if state is not None and state.gate is not None and not state.gate.passed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

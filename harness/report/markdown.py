@@ -1,0 +1,239 @@
+"""The comparison report as Markdown tables, for CI comments (GitHub/GitLab flavoured).
+
+Also home of the small, pure helpers that the HTML report shares (which tags, statuses and
+timings the runs have; distribution summaries; the flips between the first two runs), so both
+reports always show the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from harness.report.records import STATUSES, ItemResult, Run
+
+if TYPE_CHECKING:
+    from harness.gate.gate import Flip, GateDecision
+
+TIMING_ORDER = ("generate", "execute")
+
+
+def tag_names(runs: Sequence[Run]) -> list[str]:
+    """Every tag scored in any run, sorted."""
+    return sorted({t for run in runs for t in run.summary.by_tag})
+
+
+def status_names(runs: Sequence[Run]) -> list[str]:
+    """Statuses that occur in any run, in the taxonomy's order (unknown ones last)."""
+    seen = {s for run in runs for s, c in run.summary.status_counts.items() if c}
+    return [s for s in STATUSES if s in seen] + sorted(seen - set(STATUSES))
+
+
+def timing_keys(runs: Sequence[Run]) -> list[str]:
+    """Timing names recorded per question in any run: generate and execute first, then the rest."""
+    seen = {k for run in runs for r in run.items for k in r.timings}
+    return [k for k in TIMING_ORDER if k in seen] + sorted(seen - set(TIMING_ORDER))
+
+
+def scored_items(run: Run) -> list[ItemResult]:
+    return [r for r in run.items if r.scored]
+
+
+def tokens_out(run: Run) -> list[float]:
+    """Generated tokens per question (all questions: the model generated for gold_error ones too)."""
+    return [float(r.tokens_out) for r in run.items]
+
+
+def timings(run: Run, key: str) -> list[float]:
+    return [float(r.timings[key]) for r in run.items if key in r.timings]
+
+
+def describe(values: Sequence[float]) -> tuple[float, float, float] | None:
+    """(median, p90, max) of ``values``, or None when empty.
+
+    >>> describe([1, 2, 3, 4, 100])
+    (3.0, 61.6, 100.0)
+    """
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=float)
+    return float(np.median(arr)), round(float(np.quantile(arr, 0.9)), 6), float(arr.max())
+
+
+def compare_flips(runs: Sequence[Run], decision: GateDecision | None) -> tuple[Flip, ...] | None:
+    """The flips between the first two runs: the decision's when given, else computed.
+
+    None when there is nothing to pair (fewer than two runs, or no per-question results).
+    """
+    if decision is not None:
+        return decision.flips if decision.paired else None
+    if len(runs) < 2 or not runs[0].items or not runs[1].items:
+        return None
+    from harness.gate.gate import flips_between  # the gate is a later stage: imported only when needed
+
+    return flips_between(runs[0], runs[1])
+
+
+def benchmark_mismatch(runs: Sequence[Run]) -> str | None:
+    """A warning when the runs are not over one benchmark content and split, else None."""
+    keys = {(r.summary.benchmark_sha256, r.summary.split) for r in runs}
+    if len(keys) <= 1:
+        return None
+    parts = ", ".join(f"{r.label}: {r.summary.benchmark}/{r.summary.split} "
+                      f"sha256 {r.summary.benchmark_sha256[:12] or '(none)'}" for r in runs)
+    return f"the runs are not over the same benchmark and split ({parts}); comparisons are only indicative"
+
+
+def _cell(value: object, *, code: bool = False) -> str:
+    """A Markdown table cell: one line, pipes escaped; outside code spans, HTML too (a question
+    may contain ``<script>``; CI comment renderers would drop or interpret it).
+
+    >>> _cell("a | b <i>\\n c")
+    'a \\\\| b &lt;i&gt; c'
+    """
+    text = " ".join(str(value).split())
+    if not code:
+        text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
+def _code(value: str | None, width: int = 120) -> str:
+    if not value:
+        return "—"
+    text = " ".join(value.split())
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return "`" + _cell(text, code=True).replace("`", "'") + "`"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
+             "| " + " | ".join(marks[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(str(c) if str(c).startswith("`") else _cell(c) for c in row) + " |"
+              for row in rows]
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def render_gate_markdown(decision: GateDecision) -> list[str]:
+    d, cfg = decision, decision.config
+    lines = [f"### Gate: {'✅ PASS' if d.passed else '❌ FAIL'}", "",
+             f"Candidate **{_cell(d.candidate_label)}** vs baseline **{_cell(d.baseline_label)}**.", ""]
+    lines += [f"- {_cell(r)}" for r in d.reasons]
+    if d.reasons:
+        lines.append("")
+    lines += _table(
+        ["", "baseline", "candidate", "change", "allowed"],
+        [
+            ["execution accuracy", _pct(d.baseline_accuracy), _pct(d.candidate_accuracy),
+             f"{d.delta * 100:+.1f} pt", f"≥ {-cfg.max_accuracy_drop * 100:+.1f} pt"],
+            ["degenerate rate", _pct(d.baseline_degenerate_rate), _pct(d.candidate_degenerate_rate),
+             f"{(d.candidate_degenerate_rate - d.baseline_degenerate_rate) * 100:+.1f} pt",
+             f"≤ {cfg.max_degenerate_rise * 100:+.1f} pt"],
+            ["refused rate", _pct(d.baseline_refused_rate), _pct(d.candidate_refused_rate),
+             f"{(d.candidate_refused_rate - d.baseline_refused_rate) * 100:+.1f} pt",
+             f"≤ {cfg.max_refused_rise * 100:+.1f} pt"],
+        ],
+    )
+    lines.append("")
+    if d.paired and d.mcnemar_p is not None and d.ci_low is not None and d.ci_high is not None:
+        lines.append(
+            f"Paired on {d.n_paired} questions: {d.mcnemar_b} broken (correct → wrong), {d.mcnemar_c} fixed "
+            f"(wrong → correct); exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
+            f"{1 - cfg.alpha:.0%} paired-bootstrap CI of the accuracy difference "
+            f"[{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt."
+        )
+    else:
+        lines.append("Paired test not run: no per-question results for one of the runs.")
+    lines.append("")
+    return lines
+
+
+def render_flips_markdown(flips: Sequence[Flip], runs: Sequence[Run]) -> list[str]:
+    if not flips:
+        return ["No question changed outcome between the first two runs.", ""]
+    base = {r.id: r for r in runs[0].items}
+    cand = {r.id: r for r in runs[1].items}
+    rows = []
+    for f in flips:
+        rb, rc = base.get(f.id), cand.get(f.id)
+        rows.append([
+            "broken → fixed" if f.fixed else "fixed → broken", f.id, f"{f.baseline_status} → {f.candidate_status}",
+            f.question, _code(rb.gold_sql if rb else None), _code(rb.predicted_sql if rb else None),
+            _code(rc.predicted_sql if rc else None),
+        ])
+    n_broken = sum(1 for f in flips if not f.fixed)
+    return [f"{n_broken} fixed → broken, {len(flips) - n_broken} broken → fixed.", "",
+            *_table(["change", "id", "status", "question", "gold", "baseline SQL", "candidate SQL"], rows,
+                    align="lllllll"), ""]
+
+
+def render_compare_markdown(runs: Sequence[Run], decision: GateDecision | None = None) -> str:
+    """Metrics, gate verdict, accuracy by tag, statuses, tokens, latency and flips as Markdown.
+
+    Same content as ``render_compare_html`` without the plots. Flips are between the first two runs.
+    """
+    if not runs:
+        raise ValueError("render_compare_markdown needs at least one run")
+    lines = ["## txt2sql comparison", ""]
+    warning = benchmark_mismatch(runs)
+    if warning:
+        lines += [f"> ⚠️ {_cell(warning)}", ""]
+    lines += _table(
+        ["run", "benchmark", "n (scored)", "execution accuracy", "superset", "exact match", "degenerate",
+         "refused", "tokens out", "generation s"],
+        [[r.label, f"{r.summary.benchmark}/{r.summary.split}", f"{r.summary.n} ({r.summary.n_scored})",
+          _pct(r.summary.execution_accuracy), _pct(r.summary.execution_accuracy_superset),
+          _pct(r.summary.exact_match), _pct(r.summary.degenerate_rate), _pct(r.summary.refused_rate),
+          f"{r.summary.tokens_out:,}", f"{r.summary.generation_seconds:.1f}"] for r in runs],
+        align="ll" + "r" * 8,
+    )
+    lines.append("")
+    if decision is not None:
+        lines += render_gate_markdown(decision)
+
+    tags = tag_names(runs)
+    if tags:
+        lines += ["### Execution accuracy by tag", ""]
+        rows = []
+        for tag in tags:
+            row: list[object] = [tag]
+            for run in runs:
+                score = run.summary.by_tag.get(tag)
+                row.append(f"{score.execution_accuracy:.1%} (n={score.n})" if score else "—")
+            rows.append(row)
+        lines += _table(["tag", *[r.label for r in runs]], rows) + [""]
+
+    statuses = status_names(runs)
+    if statuses:
+        lines += ["### Status breakdown", ""]
+        lines += _table(["status", *[r.label for r in runs]],
+                        [[s, *[str(r.summary.status_counts.get(s, 0)) for r in runs]] for s in statuses]) + [""]
+
+    dist_rows = []
+    for run in runs:
+        series = [("tokens out", tokens_out(run), "{:.0f}")]
+        series += [(f"{k} s", timings(run, k), "{:.3f}") for k in timing_keys(runs)]
+        for name, values, fmt in series:
+            stats = describe(values)
+            if stats is not None:
+                dist_rows.append([run.label, name, *[fmt.format(v) for v in stats]])
+    if dist_rows:
+        lines += ["### Tokens and latency per question", ""]
+        lines += _table(["run", "measure", "median", "p90", "max"], dist_rows, align="llrrr") + [""]
+
+    if len(runs) >= 2:
+        flips = compare_flips(runs, decision)
+        lines += [f"### Flips: {_cell(runs[0].label)} → {_cell(runs[1].label)}", ""]
+        if flips is None:
+            lines += ["Not available: per-question results are missing for one of the runs.", ""]
+        else:
+            lines += render_flips_markdown(flips, runs)
+    return "\n".join(lines).rstrip() + "\n"
