@@ -24,7 +24,6 @@ from harness.db.fixture import FixtureDatabases, VariantDatabase
 from harness.db.provision import provision
 from harness.db.server import Server
 from harness.diagnose import diagnose
-from harness.diagnose.loops import is_degenerate
 from harness.errors import InfrastructureError, OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend
 from harness.prompts.templates import PromptTemplate
@@ -275,7 +274,7 @@ class Scorer:
 
         if not extracted.sql:
             return result("no_sql", error=gen.error or "no SQL found in the output")
-        if is_degenerate(extracted.sql):
+        if diagnosis.sql_degenerate:
             return result("degenerate", error=details.get("degenerate", "the SQL is a loop"))
         pred_runs: list[Execution] = []
         for v in variants:

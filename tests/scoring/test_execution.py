@@ -10,27 +10,18 @@ import pytest
 from harness.db.executor import ResultSet
 from harness.scoring.execution import execution_match
 from harness.scoring.normalise import gold_is_ordered
+from tests.golden import tsv_cases
 
 CASES = Path(__file__).parent / "cases" / "execution_match.tsv"
 
 
-def load_cases(path: Path) -> list[pytest.param]:
-    cases = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        gold, pred, expected, comment = line.split("\t")
-        cases.append(pytest.param(gold, pred, expected == "true", id=f"L{lineno}-{comment[:40]}"))
-    return cases
-
-
-@pytest.mark.parametrize("gold,pred,expected", load_cases(CASES))
-def test_golden_case(reader, gold, pred, expected):
+@pytest.mark.parametrize("gold,pred,expected,comment", tsv_cases(CASES))
+def test_golden_case(reader, gold, pred, expected, comment):
     g, p = reader.run(gold), reader.run(pred)
     assert g.status == "ok", g
     assert p.status == "ok", p
     verdict = execution_match(g.result, p.result, ordered=gold_is_ordered(gold))
-    assert verdict.match is expected, verdict.reason
+    assert verdict.match is expected, f"{comment}: {verdict.reason}"
 
 
 def rs(columns, rows):
