@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     except Txt2SqlError as exc:
         print(f"txt2sql: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug of ours: say so plainly, keep the traceback, exit like an infra failure
+        import traceback
+        traceback.print_exc()
+        print(f"txt2sql: internal error ({type(exc).__name__}: {exc}). Finished items are kept in the run "
+              "directory (results.jsonl.partial) and the generation cache; please report this.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("txt2sql: interrupted; finished items are in the run directory and the generation cache", file=sys.stderr)
         return 130

@@ -71,7 +71,7 @@ def diagnose(raw: str, extracted: Extracted, finish_reason: str, question: str, 
     if loop_detail:
         details["degenerate"] = loop_detail
 
-    truncated = truncation(raw, extracted, finish_reason)
+    truncated = truncation(raw, extracted, finish_reason, looped=loop_detail is not None)
     if truncated:
         details["truncated"] = truncated
 

@@ -1,11 +1,11 @@
 """Truncation: the output stopped before the statement did.
 
-The issue's rule, followed literally: an output is truncated when the backend says so
-(``finish_reason == 'length'``) or when no statement terminator (a ``;`` or a closing fence) came
-before the output ended. So a complete ``SELECT ... FROM t`` that a model ended with EOS and no ``;`` is
-flagged too; the detail then says that the statement parses, so a reader can tell "cut off mid-clause"
-from "merely unterminated". Empty outputs are never truncated (they are ``no_sql``); prose-only output
-is truncated only when ``finish_reason`` is ``length``.
+An output is truncated when the backend says so (``finish_reason == 'length'``), or when no statement
+terminator (a ``;`` or a closing fence) came before the output ended *and* the statement does not parse
+or the output loops (a loop never ends by itself: something cut it):
+a complete ``SELECT ... FROM t`` that a model ended with EOS and no ``;`` is finished, not cut off
+(flagging it made the flag noise on real data: 42 complete GeoSQL-Bench golds). Empty outputs are never
+truncated (they are ``no_sql``); prose-only output is truncated only when ``finish_reason`` is ``length``.
 
 >>> from harness.sql.extract import extract_sql
 >>> raw = "SELECT name FROM rfgcpy WHERE ssqx = '上城区' AND"
@@ -23,7 +23,8 @@ from harness.sql.schema import parse_error
 __all__ = ["truncation"]
 
 
-def truncation(raw: str, extracted: Extracted, finish_reason: str, *, parses: bool | None = None) -> str | None:
+def truncation(raw: str, extracted: Extracted, finish_reason: str, *, parses: bool | None = None,
+               looped: bool = False) -> str | None:
     """Why the output counts as truncated, or None. ``parses``: whether the statement parsed, if known."""
     if not raw or not raw.strip():
         return None
@@ -33,8 +34,11 @@ def truncation(raw: str, extracted: Extracted, finish_reason: str, *, parses: bo
         return None
     if parses is None:
         parses = _parses(extracted.sql)
-    tail = "the statement parses" if parses else "the statement does not parse"
-    return f"no ';' or closing fence before the output ended; {tail}"
+    if looped:
+        return "no ';' or closing fence before the output ended; the output loops"
+    if parses:
+        return None
+    return "no ';' or closing fence before the output ended; the statement does not parse"
 
 
 def _parses(sql: str) -> bool:

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 import shapely
+import shapely.errors
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -62,11 +63,21 @@ def canonical_value(value: Any) -> Any:
     return str(value)
 
 
+@dataclass(frozen=True)
+class RawGeo:
+    """A geometry GEOS cannot read (curves, TIN, polyhedral surfaces): compared by its exact EWKB."""
+
+    hex: str
+
+
 @lru_cache(maxsize=65536)
-def _geo(hex_ewkb: str) -> Geo:
-    geom = shapely.from_wkb(hex_ewkb)
-    srid = shapely.get_srid(geom)
-    return Geo(srid, shapely.normalize(shapely.set_srid(geom, 0)))
+def _geo(hex_ewkb: str) -> Geo | RawGeo:
+    try:
+        geom = shapely.from_wkb(hex_ewkb)
+        srid = shapely.get_srid(geom)
+        return Geo(srid, shapely.normalize(shapely.set_srid(geom, 0)))
+    except (shapely.errors.GEOSException, NotImplementedError, ValueError, TypeError):
+        return RawGeo(hex_ewkb.upper())
 
 
 def _coarse(value: Any) -> Any:

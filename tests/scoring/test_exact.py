@@ -30,9 +30,11 @@ def test_clause_differences_names_clauses() -> None:
     assert clause_differences("SELECT 1", "SELECT FROM WHERE") == ("parse",)
 
 
-def test_unparseable_gold_matches_nothing() -> None:
-    assert not exact_match("SELECT FROM WHERE ;", "SELECT FROM WHERE")
+def test_unparseable_sql_matches_only_its_own_folded_text() -> None:
+    assert exact_match("SELECT FROM WHERE ;", "select  from where")
     assert not exact_match("SELECT FROM WHERE ;", "SELECT 1")
+    assert not exact_match("SELECT 1", "SELECT FROM WHERE")
+    assert not exact_match("", "")
 
 
 def test_normalise_sql_for_display() -> None:
