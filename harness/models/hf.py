@@ -1,0 +1,326 @@
+"""The ``hf`` backend: a transformers causal LM, batched greedy generation that stops each sequence at
+EOS, at the end of the first SQL statement (or closing fence), or when it starts looping.
+
+``HFBackend`` takes an already loaded model and tokenizer; ``load_hf_backend`` loads them from a spec.
+``lora`` and ``embedded`` compose these two rather than adding branches here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import ModelBackendError
+from harness.models.base import (
+    BackendOptions,
+    FinishReason,
+    Generation,
+    GenerationConfig,
+    ProgressCallback,
+    Prompt,
+)
+from harness.models.stopping import LOOP_CHECK_EVERY, prompt_opens_fence, sql_stop, token_loop
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+QUANT_PIP = "pip install 'txt2sql[quant]'"
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+          "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
+# What dtype="auto" means on a CPU. Measured on 2 cores (SmolLM2-135M, batch 8, 64 new tokens):
+# bf16 was faster than fp32 here; see tests/models/README or the report that measured it.
+CPU_AUTO_DTYPE = "bfloat16"
+_SIGNATURE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "tokenizer.model", "adapter_config.json", "chat_template.jinja")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_SAMPLE = 1 << 20
+
+
+def file_signature(path: Path) -> str:
+    """Cheap identity of a (possibly many-GB) file: size + sha256 of its first and last MiB.
+
+    A safetensors file starts with its header (names, shapes, offsets), so a re-saved or different
+    model changes the signature without hashing gigabytes.
+    """
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(_SAMPLE))
+        if size > 2 * _SAMPLE:
+            f.seek(size - _SAMPLE)
+            h.update(f.read(_SAMPLE))
+    return h.hexdigest()
+
+
+def dir_signature(path: Path) -> dict[str, str]:
+    """Signatures of the files in a model/adapter directory that decide its outputs."""
+    out: dict[str, str] = {}
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.name in _SIGNATURE_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
+            out[f.name] = file_signature(f)
+    return out
+
+
+def fingerprint_of(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resolve_quantize(options: BackendOptions, warnings: list[str] | None = None) -> str | None:
+    """``options.quantize``, or the seed's ``load_in_8bit``/``load_in_4bit`` spelling mapped onto it.
+
+    The mapping is logged and appended to ``warnings`` when a list is given.
+    """
+    quantize = options.quantize
+    for bits in ("8bit", "4bit"):
+        legacy = options.extra.get(f"load_in_{bits}")
+        if legacy is not None and str(legacy).strip().lower() in ("1", "true", "yes", "on"):
+            msg = (f"'load_in_{bits}' was removed from from_pretrained in transformers 5; "
+                   f"using quantize={bits} (BitsAndBytesConfig) instead. Write --quantize {bits}.")
+            if warnings is not None:
+                log.warning(msg)
+                warnings.append(msg)
+            if quantize and quantize != bits:
+                raise ModelBackendError(f"both quantize={quantize} and load_in_{bits} were given; keep one")
+            quantize = bits
+    if quantize not in (None, "8bit", "4bit"):
+        raise ModelBackendError(f"--quantize {quantize}: expected 8bit or 4bit")
+    return quantize
+
+
+def resolve_dtype(name: str, on_cuda: bool) -> torch.dtype:
+    import torch
+
+    if name == "auto":
+        if on_cuda:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return getattr(torch, CPU_AUTO_DTYPE)
+    if name not in DTYPES:
+        raise ModelBackendError(f"--dtype {name}: expected auto, {', '.join(sorted(DTYPES))}")
+    return getattr(torch, DTYPES[name])
+
+
+def load_model_and_tokenizer(path: str, options: BackendOptions, warnings: list[str]) -> tuple[Any, Any]:
+    """Load weights and tokenizer with the options' dtype, device_map and quantisation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quantize = resolve_quantize(options, warnings)
+    on_cuda = torch.cuda.is_available()
+    dtype = resolve_dtype(options.dtype, on_cuda)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelBackendError(f"--quantize {quantize} needs bitsandbytes, which is not installed: "
+                                    f"{QUANT_PIP}")
+        if not on_cuda:
+            raise ModelBackendError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); none is visible. "
+                                    "Drop --quantize to run in bf16/fp32 on this machine.")
+        from transformers import BitsAndBytesConfig
+
+        if quantize == "8bit" and dtype == torch.bfloat16:
+            # LLM.int8() multiplies in fp16 and casts bf16 inputs on every call (and says so, each time).
+            dtype = torch.float16
+            kwargs["dtype"] = dtype
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantize == "8bit" else
+                                         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype,
+                                                            bnb_4bit_quant_type="nf4"))
+    device_map = options.device_map or ("auto" if quantize else None)
+    if device_map:
+        kwargs["device_map"] = device_map
+    local = Path(path)
+    if not local.exists() and (path.startswith((".", "/", "~")) or "\\" in path or path.count("/") > 1):
+        raise ModelBackendError(f"model path {path} does not exist")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        where = "directory" if local.is_dir() else "model name (no such local directory; hub lookup failed)"
+        raise ModelBackendError(f"cannot load hf model from {where} {path}: {exc}") from exc
+    if not device_map and on_cuda:
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer
+
+
+def model_fingerprint(path: str, model: Any, options: BackendOptions, quantize: str | None) -> dict[str, Any]:
+    local = Path(path)
+    ident: Any = dir_signature(local) if local.is_dir() else {
+        "name": path, "commit": getattr(model.config, "_commit_hash", None)}
+    return {"weights": ident, "dtype": str(getattr(model, "dtype", options.dtype)), "quantize": quantize}
+
+
+class _RowStopper:
+    """Per-row stopping for a batch: returns a bool tensor, one entry per sequence (transformers >= 4.39).
+
+    Records, for each row, why and after how many new tokens it stopped.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int, opened: list[bool], eos_ids: set[int],
+                 max_new_tokens: int, stop_sql: bool, stop_loop: bool):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.opened = opened
+        self.eos_ids = eos_ids
+        self.max_new_tokens = max_new_tokens
+        self.stop_sql = stop_sql
+        self.stop_loop = stop_loop
+        self.reasons: list[FinishReason | None] = [None] * len(opened)
+        self.lengths: list[int | None] = [None] * len(opened)
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        gen = input_ids[:, self.prompt_len:].tolist()
+        for i, ids in enumerate(gen):
+            if self.reasons[i] is None:
+                self.reasons[i] = self._check(i, ids)
+                if self.reasons[i] is not None:
+                    self.lengths[i] = len(ids)
+            done[i] = self.reasons[i] is not None
+        return done
+
+    def _check(self, i: int, ids: list[int]) -> FinishReason | None:
+        if ids and ids[-1] in self.eos_ids:
+            return "stop"
+        if self.stop_sql and sql_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.opened[i]):
+            return "stop"
+        if self.stop_loop and (len(ids) % LOOP_CHECK_EVERY == 0 or len(ids) >= self.max_new_tokens):
+            if token_loop(ids) is not None:
+                return "loop"
+        return None
+
+
+class HFBackend:
+    """Generation with a loaded transformers model. Greedy unless ``config.temperature > 0``."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, spec: str, fingerprint: str,
+                 warnings: list[str] | None = None, template: Any = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self._fingerprint = fingerprint
+        self.warnings: list[str] = warnings if warnings is not None else []
+        self.template = template  # a PromptTemplate the weights were trained with, or None
+        self._warned_no_chat = False
+        if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(int(x) for x in source)
+        return ids
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids the model sees for a prompt (chat prompts through the tokenizer's chat template)."""
+        if prompt.messages:
+            msgs = [{"role": r, "content": c} for r, c in prompt.messages]
+            if getattr(self.tokenizer, "chat_template", None):
+                text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+                return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if not self._warned_no_chat:
+                msg = (f"{self.spec}: the tokenizer has no chat template; chat prompts are sent as plain text "
+                       "(system, then user). Use a completion template such as seed-zh for this model.")
+                log.warning(msg)
+                self.warnings.append(msg)
+                self._warned_no_chat = True
+            text = "\n\n".join(c for _, c in prompt.messages) + "\n"
+            return list(self.tokenizer(text)["input_ids"])
+        return list(self.tokenizer(prompt.text)["input_ids"])
+
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
+                 progress: ProgressCallback | None = None) -> list[Generation]:
+        import torch
+
+        torch.manual_seed(config.seed)
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: OOM early
+        results: list[Generation | None] = [None] * len(prompts)
+        size = max(1, config.batch_size)
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            batch = self._generate_batch([prompts[i] for i in idx], [encoded[i] for i in idx], config)
+            for i, g in zip(idx, batch, strict=True):
+                results[i] = g
+            if progress is not None:
+                progress(len(idx))
+        return [g for g in results if g is not None]
+
+    def _generate_batch(self, prompts: list[Prompt], encoded: list[list[int]],
+                        config: GenerationConfig) -> list[Generation]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(e) for e in encoded)
+        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):  # LEFT padding: every prompt ends where generation begins
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
+        device = self.model.device
+        stopper = _RowStopper(self.tokenizer, width, [prompt_opens_fence(p.text) for p in prompts],
+                              self.eos_ids, config.max_new_tokens, config.stop_at_statement_end,
+                              config.stop_on_loop)
+        kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "pad_token_id": pad_id,
+                                  "eos_token_id": sorted(self.eos_ids) or None,
+                                  "stopping_criteria": StoppingCriteriaList([stopper])}
+        if config.temperature > 0:
+            kwargs.update(do_sample=True, temperature=config.temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                      **kwargs)
+        seconds = (time.perf_counter() - t0) / len(encoded)
+        gen = out[:, width:].tolist()
+        results = []
+        for row, p in enumerate(prompts):
+            ids = gen[row]
+            reason: FinishReason | None = stopper.reasons[row]
+            n = stopper.lengths[row]
+            if reason is None:  # ran to max_new_tokens (or stopped by a criterion we don't know of)
+                n = len(ids)
+                reason = "length" if n >= config.max_new_tokens else "stop"
+            ids = ids[:n]
+            results.append(Generation(
+                id=p.id, text=self.tokenizer.decode(ids, skip_special_tokens=True), finish_reason=reason,
+                tokens_in=len(encoded[row]), tokens_out=len(ids), seconds=seconds))
+        return results
+
+    def close(self) -> None:
+        self.model = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:
+    """``hf:PATH_OR_NAME``: weights and tokenizer from a directory or a hub name."""
+    warnings: list[str] = []
+    quantize = resolve_quantize(options)
+    model, tokenizer = load_model_and_tokenizer(path, options, warnings)
+    fp = fingerprint_of({"backend": "hf", **model_fingerprint(path, model, options, quantize)})
+    return HFBackend(model, tokenizer, spec=spec or f"hf:{path}", fingerprint=fp, warnings=warnings)

@@ -1,0 +1,109 @@
+"""The replay backend: model outputs read back from a JSONL file, one ``{"id", "output"}`` per line.
+
+First-class, not a test double: most pipeline tests run on it, and it re-scores outputs produced
+elsewhere (another machine, the seed's predictions) without loading a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import get_args
+
+from harness.errors import ModelBackendError, PredictionsError
+from harness.models.base import (
+    BackendOptions,
+    FinishReason,
+    Generation,
+    GenerationConfig,
+    ProgressCallback,
+    Prompt,
+)
+
+_FINISH_REASONS = set(get_args(FinishReason))
+
+
+def read_predictions(path: Path) -> dict[str, Generation]:
+    """Parse and validate a predictions file; errors name the file, line and field."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PredictionsError(path, f"not UTF-8 ({exc})") from exc
+    out: dict[str, Generation] = {}
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise PredictionsError(path, f"not valid JSON ({exc.args[0] if exc.args else exc})", line=n) from exc
+        if not isinstance(obj, dict):
+            raise PredictionsError(path, "each line must be a JSON object like {\"id\": ..., \"output\": ...}",
+                                   line=n)
+        if "id" not in obj:
+            raise PredictionsError(path, "is missing", line=n, field="id")
+        pid = obj["id"]
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise PredictionsError(path, f"must be a string, got {type(pid).__name__}", line=n, field="id")
+        pid = str(pid)
+        if "output" not in obj:
+            raise PredictionsError(path, "is missing", line=n, field="output")
+        output = obj["output"]
+        if not isinstance(output, str):
+            raise PredictionsError(path, f"must be a string, got {type(output).__name__}", line=n,
+                                   field="output")
+        reason = obj.get("finish_reason", "stop")
+        if reason not in _FINISH_REASONS:
+            raise PredictionsError(path, f"must be one of {', '.join(sorted(_FINISH_REASONS))}, got {reason!r}",
+                                   line=n, field="finish_reason")
+        if pid in out:
+            raise PredictionsError(path, f"duplicate id {pid!r} (first on line {first_line[pid]})", line=n,
+                                   field="id")
+        first_line[pid] = n
+        out[pid] = Generation(id=pid, text=output, finish_reason=reason,
+                              tokens_in=int(obj.get("tokens_in", 0) or 0),
+                              tokens_out=int(obj.get("tokens_out", 0) or 0))
+    return out
+
+
+class ReplayBackend:
+    """Returns the recorded output for each prompt id; an id absent from the file is a per-item error."""
+
+    def __init__(self, path: Path | str, spec: str | None = None):
+        self.path = Path(path)
+        self.spec = spec or f"replay:{path}"
+        self.template = None  # no preference: prompts are not used
+        self.warnings: list[str] = []
+        if not self.path.is_file():
+            raise ModelBackendError(f"replay file {self.path} does not exist; "
+                                    "expected a JSONL file of {\"id\": ..., \"output\": ...} lines")
+        self._fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self._predictions = read_predictions(self.path)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
+                 progress: ProgressCallback | None = None) -> list[Generation]:
+        out = []
+        for p in prompts:
+            g = self._predictions.get(p.id)
+            out.append(g if g is not None else
+                       Generation(id=p.id, text="", finish_reason="error",
+                                  error=f"no prediction for id {p.id} in {self.path}"))
+        if progress is not None and prompts:
+            progress(len(prompts))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def load_replay_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> ReplayBackend:
+    """``replay:FILE``; no options apply."""
+    return ReplayBackend(Path(path).expanduser(), spec=spec)
