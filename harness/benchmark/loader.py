@@ -14,6 +14,7 @@ file, line and field, and nothing is half-loaded.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -74,7 +75,13 @@ def _read_questions(split_file: Path, databases: dict[str, DatabaseSpec]) -> lis
     questions: list[Question] = []
     seen: dict[str, int] = {}
     contexts: dict[str, str] = {}
-    with split_file.open(encoding="utf-8") as fh:
+    raw = split_file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(split_file, f"is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+                                         "save it as UTF-8", line=raw.count(b"\n", 0, exc.start) + 1) from None
+    with io.StringIO(text, newline=None) as fh:  # universal newlines, as a text-mode file reads them
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -82,6 +89,8 @@ def _read_questions(split_file: Path, databases: dict[str, DatabaseSpec]) -> lis
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BenchmarkError(split_file, f"invalid JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
+            except RecursionError:
+                raise BenchmarkError(split_file, "invalid JSON (nested too deeply)", line=lineno) from None
             q = _question(obj, split_file, lineno, databases, contexts)
             if q.id in seen:
                 raise BenchmarkError(split_file, f"duplicate id {q.id!r} (first on line {seen[q.id]})",
@@ -106,6 +115,7 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
             return None
         if not isinstance(value, str) or not value.strip():
             raise BenchmarkError(path, "must be a non-empty string", line=lineno, field=field)
+        _check_unicode(value, path, lineno, field)
         return value
 
     question = text("question", True)
@@ -115,6 +125,8 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
     golds = [answer] if isinstance(answer, str) else answer
     if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g.strip() for g in golds):
         raise BenchmarkError(path, "must be SQL text or a non-empty list of SQL texts", line=lineno, field="answer")
+    for g in golds:
+        _check_unicode(g, path, lineno, "answer")
     raw_id = obj.get("id", lineno)
     if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or str(raw_id).strip() == "":
         raise BenchmarkError(path, "must be a string or an integer", line=lineno, field="id")
@@ -139,6 +151,15 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
         context = contexts[db]
     return Question(id=str(raw_id), question=question or "", golds=tuple(g.strip() for g in golds),
                     context=context, db=db, tags=tuple(tags), difficulty=difficulty, source=f"{path}:{lineno}")
+
+
+def _check_unicode(value: str, path: Path, lineno: int, field: str) -> None:
+    """JSON may carry lone surrogates (\\ud800) that no file or database can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BenchmarkError(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
+                             line=lineno, field=field) from None
 
 
 _NOISE = re.compile(r"^\s*(CREATE\s+EXTENSION|CREATE\s+(UNIQUE\s+)?INDEX|ALTER\s+TABLE|SET\s|SELECT\s)", re.I)

@@ -132,6 +132,11 @@ class SafeExecutor:
                     rows = rows[: self.row_cap]
                     types = tuple(self._type_name(conn, d.type_code) for d in desc)
                 raise psycopg.Rollback()  # never commit anything
+        except UnicodeEncodeError as exc:
+            # raised client-side before anything is sent, e.g. a lone surrogate (JSON "\ud800") in a
+            # prediction: the query's fault, not the harness's
+            return Execution("exec_error", seconds=time.monotonic() - t0,
+                             error=f"the query is not valid Unicode ({exc.reason} at position {exc.start})")
         except psycopg.errors.QueryCanceled as exc:
             if exc.sqlstate == "57014":
                 return Execution("timeout", sqlstate=exc.sqlstate, seconds=time.monotonic() - t0,
