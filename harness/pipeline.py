@@ -26,7 +26,6 @@ from harness.db.server import Server
 from harness.diagnose import diagnose
 from harness.errors import InfrastructureError, OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend
-from harness.prompts.templates import PromptTemplate
 from harness.report.records import ItemResult, Summary
 from harness.report.summary import summarise
 from harness.report.writer import RunWriter
@@ -113,25 +112,16 @@ def build_backend(config: EvalConfig) -> ModelBackend:
     from harness.models.cache import CachedBackend
     from harness.models.registry import create_backend
     backend = create_backend(config.model, config.options)
-    if config.use_cache:
+    if config.use_cache and getattr(backend, "cacheable", True):
         backend = CachedBackend(backend, config.cache_dir)
     return backend
 
 
-def resolve_template(name: str | None, backend: ModelBackend) -> PromptTemplate:
-    """An explicit --template wins (the lora backend warns on a mismatch); else the template an adapter
-    recorded at training; else the default."""
-    from harness.prompts.templates import PromptTemplate, get_template
-    if name:
-        return get_template(name)
-    recorded = getattr(getattr(backend, "inner", backend), "template", None)
-    return recorded if isinstance(recorded, PromptTemplate) else get_template(None)
-
-
 def generate(benchmark: Benchmark, backend: ModelBackend, config: EvalConfig,
              questions: Sequence[Question]) -> dict[str, Generation]:
+    from harness.models.registry import resolve_template
     from harness.prompts.templates import render_prompt
-    template = resolve_template(config.options.template, backend)
+    template = resolve_template(getattr(backend, "inner", backend), config.options)
     prompts = [render_prompt(q, template) for q in questions]
     with Progress(config.progress).task(f"generating ({config.model})", len(prompts)) as advance:
         gens = backend.generate(prompts, config.generation, progress=advance)

@@ -104,3 +104,13 @@ def test_unwritable_output_fails_before_generation(tmp_path):
 
 def test_path_of_mini_is_repo_relative():
     assert Path(MINI).is_dir()
+
+
+def test_replayed_outputs_are_not_cached_by_prompt(tmp_path):
+    """Two questions with the same text may have different recorded outputs: replay is never cached."""
+    from harness.models.replay import ReplayBackend
+    from harness.pipeline import build_backend
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "a", "output": "SELECT 1"}\n', encoding="utf-8")
+    backend = build_backend(EvalConfig(benchmark=MINI, model=f"replay:{preds}", cache_dir=tmp_path / "c"))
+    assert isinstance(backend, ReplayBackend)

@@ -41,6 +41,8 @@ def read_predictions(path: Path) -> dict[str, Generation]:
             obj = json.loads(line)
         except ValueError as exc:
             raise PredictionsError(path, f"not valid JSON ({exc.args[0] if exc.args else exc})", line=n) from exc
+        except RecursionError:
+            raise PredictionsError(path, "not valid JSON (nested too deeply)", line=n) from None
         if not isinstance(obj, dict):
             raise PredictionsError(path, "each line must be a JSON object like {\"id\": ..., \"output\": ...}",
                                    line=n)
@@ -56,8 +58,13 @@ def read_predictions(path: Path) -> dict[str, Generation]:
         if not isinstance(output, str):
             raise PredictionsError(path, f"must be a string, got {type(output).__name__}", line=n,
                                    field="output")
+        try:
+            (pid + output).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PredictionsError(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
+                                   line=n, field="output") from None
         reason = obj.get("finish_reason", "stop")
-        if reason not in _FINISH_REASONS:
+        if not isinstance(reason, str) or reason not in _FINISH_REASONS:
             raise PredictionsError(path, f"must be one of {', '.join(sorted(_FINISH_REASONS))}, got {reason!r}",
                                    line=n, field="finish_reason")
         if pid in out:
@@ -65,13 +72,30 @@ def read_predictions(path: Path) -> dict[str, Generation]:
                                    field="id")
         first_line[pid] = n
         out[pid] = Generation(id=pid, text=output, finish_reason=reason,
-                              tokens_in=int(obj.get("tokens_in", 0) or 0),
-                              tokens_out=int(obj.get("tokens_out", 0) or 0))
+                              tokens_in=_count(obj, "tokens_in", path, n),
+                              tokens_out=_count(obj, "tokens_out", path, n))
     return out
 
 
+def _count(obj: dict[str, object], field: str, path: Path, line: int) -> int:
+    """An optional token count: a non-negative integer (12.0 accepted), absent or null meaning 0."""
+    value = obj.get(field)
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PredictionsError(path, f"must be a non-negative integer, got {value!r}", line=line, field=field)
+    return value
+
+
 class ReplayBackend:
-    """Returns the recorded output for each prompt id; an id absent from the file is a per-item error."""
+    """Returns the recorded output for each prompt id; an id absent from the file is a per-item error.
+
+    Not cached: the file already is the record, and its outputs depend on the id, not on the prompt
+    (two questions with the same text may have different recorded outputs)."""
+
+    cacheable = False
 
     def __init__(self, path: Path | str, spec: str | None = None):
         self.path = Path(path)

@@ -45,3 +45,18 @@ def test_empty_split_is_an_error(tmp_path, tiny_model_dir):
 
     with pytest.raises(ModelBackendError, match="split is empty"):
         finetune_questions([], base=str(tiny_model_dir), out=tmp_path / "a")
+
+
+def test_cli_entry_on_the_mini_benchmark(tmp_path, tiny_model_dir, capsys):
+    import argparse
+    from pathlib import Path
+
+    from harness.finetune import finetune_from_args, resolve_base
+
+    mini = Path(__file__).resolve().parents[1] / "data" / "mini"
+    args = argparse.Namespace(benchmark=mini, split="dev", base_model=f"hf:{tiny_model_dir}", out=tmp_path / "ad",
+                              template=None, steps=2, lr=1e-3, lora_r=2, limit=3)
+    assert finetune_from_args(args) == 0
+    assert "--model lora:" in capsys.readouterr().out
+    assert (tmp_path / "ad" / TEMPLATE_FILE).is_file()
+    assert resolve_base("hf:/x") == "/x" and resolve_base("org/model") == "org/model"

@@ -100,9 +100,6 @@ def test_predictions_reader_fuzzed_well_typed_lines_read_or_raise(bench_dir, con
     _read_or_predictions_error(bench_dir / "pred.jsonl", content)
 
 
-@pytest.mark.xfail(strict=True, reason="harness/models/replay.py: tokens_in 'abc'/[1]/1e400 raise ValueError/"
-                                       "TypeError/OverflowError, finish_reason [] TypeError, deep JSON "
-                                       "RecursionError (fix: docs/reliability.md, 'Open')")
 @FUZZ
 @given(content=st.binary(max_size=200) | json_lines)
 @example(content=b'{"id": 1, "output": "x", "tokens_in": "abc"}')
@@ -204,9 +201,6 @@ def test_two_concurrent_evaluations_do_not_collide(tmp_path, pg_tmp, predictions
     assert not server_pids(pg_tmp) and not list(pg_tmp.glob("txt2sql-pg-*"))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="a lone surrogate in a prediction (JSON \"\\ud800\") passes read_predictions and crashes "
-                          "RunWriter.append (harness/report/writer.py) -- fix in docs/reliability.md, 'Open'")
 def test_lone_surrogate_in_a_prediction_is_an_error_not_a_crash(tmp_path, pg_tmp, monkeypatch):
     monkeypatch.setenv("TXT2SQL_TMPDIR", str(pg_tmp))
     pred = tmp_path / "pred.jsonl"
