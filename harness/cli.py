@@ -8,15 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from harness.benchmark.loader import default_benchmark_dir
 from harness.errors import Txt2SqlError
-
-DEFAULT_BENCHMARK = Path(__file__).resolve().parent.parent / "fixtures" / "hangzhou"
-
-
-def _default_benchmark() -> Path:
-    local = Path("fixtures/hangzhou")
-    return local if local.is_dir() else DEFAULT_BENCHMARK
-
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -32,6 +25,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-base", help="openai: base URL (default $OPENAI_BASE_URL)")
     g.add_argument("--price-in", type=float, help="openai: CNY per 1k prompt tokens")
     g.add_argument("--price-out", type=float, help="openai: CNY per 1k completion tokens")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, repeatable (e.g. load_in_8bit=true, concurrency=8, retries=5, timeout=60)")
     g.add_argument("--no-cache", action="store_true", help="do not reuse or store generations")
 
 
@@ -50,10 +45,16 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
 def eval_config_from_args(args: argparse.Namespace):  # -> EvalConfig
     from harness.models.base import BackendOptions, GenerationConfig
     from harness.pipeline import DEFAULT_MODEL, EvalConfig
+    extra = {}
+    for item in args.model_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise Txt2SqlError(f"--model-option {item!r}: expected KEY=VALUE, e.g. --model-option concurrency=8")
+        extra[key.strip()] = value.strip()
     options = BackendOptions(base_model=args.base_model, dtype=args.dtype, device_map=args.device_map,
                              quantize=args.quantize, template=args.template, api_base=args.api_base,
-                             price_in_cny_per_1k=args.price_in, price_out_cny_per_1k=args.price_out)
-    return EvalConfig(benchmark=args.benchmark or _default_benchmark(), split=args.split,
+                             price_in_cny_per_1k=args.price_in, price_out_cny_per_1k=args.price_out, extra=extra)
+    return EvalConfig(benchmark=args.benchmark or default_benchmark_dir(), split=args.split,
                       model=args.model or DEFAULT_MODEL, db=args.db, out=args.out, options=options,
                       generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                       statement_timeout_ms=int(args.statement_timeout * 1000), row_cap=args.row_cap,

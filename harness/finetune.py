@@ -166,9 +166,9 @@ def finetune_from_args(args: argparse.Namespace) -> int:
 
     bench_dir = args.benchmark
     if bench_dir is None:
-        from harness.cli import _default_benchmark  # the CLI's default benchmark, one definition
+        from harness.benchmark.loader import default_benchmark_dir
 
-        bench_dir = _default_benchmark()
+        bench_dir = default_benchmark_dir()
     bench = load_benchmark(Path(bench_dir), args.split)
     questions = list(bench.questions)[:args.limit] if getattr(args, "limit", None) else list(bench.questions)
     d = FinetuneConfig()

@@ -9,6 +9,8 @@ import pytest
 
 from harness.errors import ProvisionError
 
+pytest_plugins = ["pytester"]
+
 DATA = Path(__file__).parent / "data"
 MINI = DATA / "mini"
 REPO = Path(__file__).resolve().parent.parent

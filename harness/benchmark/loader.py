@@ -24,6 +24,14 @@ from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant, Questi
 from harness.errors import BenchmarkError
 
 DEFAULT_DB = "default"
+BUNDLED_BENCHMARK = Path(__file__).resolve().parents[2] / "fixtures" / "hangzhou"
+
+
+def default_benchmark_dir() -> Path:
+    """The bundled Hangzhou benchmark: ./fixtures/hangzhou when run from a checkout, else the one beside
+    the installed package (editable installs)."""
+    local = Path("fixtures/hangzhou")
+    return local if (local / "schema.sql").is_file() else BUNDLED_BENCHMARK
 
 
 def load_databases(root: Path) -> dict[str, DatabaseSpec]:

@@ -37,7 +37,7 @@ class ExternalServer:
                 row = conn.execute("SELECT rolcreatedb OR rolsuper, rolcreaterole OR rolsuper FROM pg_roles "
                                    "WHERE rolname = current_user").fetchone()
         except psycopg.OperationalError as exc:
-            raise ProvisionError(f"cannot connect to {self._dsn_redacted}: {str(exc).strip()}. "
+            raise ProvisionError(f"cannot connect to {self._dsn_redacted}: {' '.join(str(exc).split())} "
                                  "Check host, port and credentials, or use --db local.") from exc
         if not row or not row[0] or not row[1]:
             raise ProvisionError(f"role '{self._info.user}' on {self._dsn_redacted} needs CREATEDB and CREATEROLE "

@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,24 @@ def find_bindir() -> Path:
                          f"{', '.join(str(c) for c in candidates) or '/usr/lib/postgresql/*/bin'}). "
                          "Install them (`apt-get install postgresql-15 postgresql-15-postgis-3`) "
                          "or set TXT2SQL_PG_BINDIR.")
+
+
+def _traversable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """Can ``user`` reach into ``path``? (execute permission on it and every directory above it)"""
+    for p in [path.resolve(), *path.resolve().parents]:
+        try:
+            st = p.stat()
+        except OSError:
+            return False
+        if st.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 def postgis_available(bindir: Path) -> bool:
@@ -103,6 +122,11 @@ class LocalCluster:
 
     def start(self) -> None:
         self._run_as = self._pick_os_user()
+        if self._run_as is not None and not _traversable_by(Path(self.base_dir), self._run_as):
+            raise ProvisionError(
+                f"the OS user '{self._run_as.pw_name}' that runs PostgreSQL cannot enter {self.base_dir} (or a "
+                "directory above it). Set TXT2SQL_TMPDIR to a directory it can reach, e.g. "
+                "`export TXT2SQL_TMPDIR=/tmp`.")
         self.root = Path(tempfile.mkdtemp(prefix="txt2sql-pg-", dir=self.base_dir))
         if self._run_as is not None:
             os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)

@@ -1,0 +1,123 @@
+"""Provisioning: the DSN path touches only its own objects; auto explains what it tried; the local
+cluster leaves nothing behind on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from harness.db.docker import DockerServer, docker_engine_error
+from harness.db.provision import provision
+from harness.db.server import admin_connection
+from harness.errors import ProvisionError
+from tests.conftest import MINI, REPO
+
+
+def dsn_of(server) -> str:
+    a = server.admin
+    return f"host={a.host} port={a.port} user={a.user} dbname=postgres"
+
+
+def test_dsn_server_gets_only_its_own_scratch_objects(pg_server, tmp_path):
+    from harness.pipeline import EvalConfig, evaluate
+    with admin_connection(pg_server.admin) as conn:
+        conn.execute("DROP DATABASE IF EXISTS precious")
+        conn.execute("CREATE DATABASE precious")
+    with admin_connection(pg_server.admin, dbname="precious") as conn:
+        conn.execute("CREATE TABLE keep (a int); INSERT INTO keep VALUES (1), (2)")
+    before = _databases(pg_server)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "by-district", "output": "SELECT ssqx, count(*) FROM rfgcpy GROUP BY 1"}) + "\n")
+    result = evaluate(EvalConfig(benchmark=MINI, model=f"replay:{preds}", db=dsn_of(pg_server), out=tmp_path / "r",
+                                 use_cache=False, progress=False, ids=frozenset({"by-district"})))
+    assert result.items[0].status == "correct"
+    assert _databases(pg_server) == before  # scratch databases dropped, nothing else touched
+    with admin_connection(pg_server.admin, dbname="precious") as conn:
+        assert conn.execute("SELECT count(*) FROM keep").fetchone() == (2,)
+        roles = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'txt2sql%'").fetchone()
+    assert roles == (0,)
+
+
+def _databases(server) -> set[str]:
+    with admin_connection(server.admin) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def test_auto_prefers_txt2sql_db(monkeypatch, pg_server):
+    monkeypatch.setenv("TXT2SQL_DB", dsn_of(pg_server))
+    assert provision("auto").kind == "dsn"
+
+
+def test_bad_dsn_names_the_server_and_the_fix():
+    with pytest.raises(ProvisionError, match="cannot connect to .*Check host, port and credentials"):
+        with provision("postgresql://nobody@127.0.0.1:1/postgres"):
+            pass
+
+
+def test_unknown_db_spec():
+    with pytest.raises(ProvisionError, match="expected one of auto, local, docker"):
+        provision("sqlite")
+
+
+def test_docker_without_engine_fails_fast_and_says_so():
+    if docker_engine_error() is None:
+        pytest.skip("a Docker engine answers here; this test is for machines without one")
+    t0 = time.monotonic()
+    with pytest.raises(ProvisionError, match="no Docker engine answers.*--db local"):
+        DockerServer().start()
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.docker
+def test_docker_postgis_container(tmp_path):
+    if docker_engine_error() is not None:
+        pytest.skip(f"no Docker engine: {docker_engine_error()}")
+    with DockerServer() as server, psycopg.connect(**server.admin.kwargs()) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+
+
+def _cluster_dirs(base) -> list:
+    return sorted(base.glob("txt2sql-pg-*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_local_cluster_is_torn_down_on_signal(tmp_path, sig):
+    """Ctrl-C (SIGINT) and SIGTERM stop the server and delete its directory: no orphan servers."""
+    base = Path(tempfile.mkdtemp(prefix="txt2sql-test-", dir="/tmp"))  # reachable by the postgres user
+    os.chmod(base, 0o777)
+    code = ("import time; from harness.db.local import LocalCluster\n"
+            "with LocalCluster() as s:\n    print('ready', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TXT2SQL_TMPDIR=str(base)))
+    assert proc.stdout.readline().strip() == "ready"
+    (root,) = _cluster_dirs(base)
+    assert (root / "data" / "postmaster.pid").exists()
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _cluster_dirs(base) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _cluster_dirs(base)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(root) not in ps
+    base.rmdir()
+
+
+def test_unreachable_temp_dir_is_a_clear_error(tmp_path, monkeypatch):
+    from harness.db.local import LocalCluster
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to another OS user")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    monkeypatch.setenv("TXT2SQL_TMPDIR", str(hidden))
+    with pytest.raises(ProvisionError, match="cannot enter .*TXT2SQL_TMPDIR"):
+        LocalCluster().start()
