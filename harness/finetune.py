@@ -6,13 +6,14 @@ adapter is written with a plain ``save_pretrained`` (never a patched ``state_dic
 seed's adapter ended up with an unreadable safetensors header) together with ``txt2sql_template.json``,
 which ``lora:`` reads back so evaluation uses the template the adapter was trained with.
 
-    python -m harness.finetune fixtures/hangzhou --split train --base codellama/CodeLlama-13b-hf \\
+    txt2sql finetune --benchmark fixtures/hangzhou --split train --base-model codellama/CodeLlama-13b-hf \\
         --out runs/adapter --steps 300
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import time
@@ -89,8 +90,11 @@ def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | 
 
     if not questions:
         raise ModelBackendError("no training questions: the split is empty")
+    from harness.models.embedded import resolve_model_ref
+
     tmpl = template if isinstance(template, PromptTemplate) else get_template(template)
     out = Path(out)
+    base_ref, base = base, resolve_model_ref(base)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     on_cuda = torch.cuda.is_available()
@@ -132,6 +136,11 @@ def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | 
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # a plain save: adapter_config.json + adapter_model.safetensors
+    if base_ref != base:  # record the portable name (embedded:...), not this machine's cache path
+        cfg_path = out / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["base_model_name_or_path"] = base_ref
+        cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     tmpl.save(out / TEMPLATE_FILE)
     return FinetuneResult(out, config.steps, len(examples), losses[0] if losses else float("nan"),
                           losses[-1] if losses else float("nan"), time.perf_counter() - t0)
@@ -145,19 +154,6 @@ def finetune(benchmark_dir: Path | str, split: str = "train", *, base: str, out:
 
     bench = load_benchmark(Path(benchmark_dir), split)
     return finetune_questions(bench.questions, base=base, out=out, template=template, config=config, dtype=dtype)
-
-
-def resolve_base(base: str) -> str:
-    """A model directory or hub name for ``--base-model``: ``embedded[:NAME]`` is the embedded model's
-    converted safetensors directory, ``hf:X`` is X."""
-    if base == "embedded" or base.startswith("embedded:"):
-        from harness.models.embedded import DEFAULT_EMBEDDED, EMBEDDED, converted_dir
-
-        name = base.partition(":")[2] or DEFAULT_EMBEDDED
-        if name not in EMBEDDED:
-            raise ModelBackendError(f"unknown embedded model '{name}'; available: {', '.join(sorted(EMBEDDED))}")
-        return str(converted_dir(EMBEDDED[name]))
-    return base.removeprefix("hf:")
 
 
 def finetune_from_args(args: argparse.Namespace) -> int:
@@ -174,7 +170,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     d = FinetuneConfig()
     cfg = FinetuneConfig(steps=args.steps, lr=args.lr, r=getattr(args, "lora_r", d.r),
                          alpha=2 * getattr(args, "lora_r", d.r))
-    res = finetune_questions(questions, base=resolve_base(args.base_model), out=args.out, template=args.template,
+    res = finetune_questions(questions, base=args.base_model, out=args.out, template=args.template,
                              config=cfg)
     print(f"adapter written to {res.adapter_dir} ({res.examples} examples, {res.steps} steps, loss "
           f"{res.first_loss:.3f} -> {res.last_loss:.3f}, {res.seconds:.0f} s); evaluate with "
@@ -182,28 +178,3 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("benchmark")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--base", required=True, help="base model directory or hub name")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--template", default=None)
-    ap.add_argument("--dtype", default="auto")
-    d = FinetuneConfig()
-    for name in ("steps", "r", "alpha", "batch_size", "max_length", "seed"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    ap.add_argument("--lr", type=float, default=d.lr)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = FinetuneConfig(steps=args.steps, lr=args.lr, r=args.r, alpha=args.alpha, batch_size=args.batch_size,
-                         max_length=args.max_length, seed=args.seed)
-    res = finetune(args.benchmark, args.split, base=resolve_base(args.base), out=args.out, template=args.template,
-                   config=cfg, dtype=args.dtype)
-    print(f"adapter written to {res.adapter_dir} ({res.examples} examples, {res.steps} steps, loss "
-          f"{res.first_loss:.3f} -> {res.last_loss:.3f}, {res.seconds:.0f} s); evaluate with "
-          f"--model lora:{res.adapter_dir}")
-
-
-if __name__ == "__main__":
-    main()

@@ -105,6 +105,18 @@ def converted_dir(model: EmbeddedModel, cache: Path | None = None) -> Path:
     return dest
 
 
+def resolve_model_ref(ref: str) -> str:
+    """A model directory or hub name from what a user or an adapter_config.json names: ``embedded[:NAME]``
+    is the embedded model's converted directory (an adapter trained on it records that portable name,
+    not a cache path of one machine); ``hf:X`` is X; anything else is returned as it is."""
+    if ref == "embedded" or ref.startswith("embedded:"):
+        name = ref.partition(":")[2] or DEFAULT_EMBEDDED
+        if name not in EMBEDDED:
+            raise ModelBackendError(f"unknown embedded model '{name}'; available: {', '.join(sorted(EMBEDDED))}")
+        return str(converted_dir(EMBEDDED[name]))
+    return ref.removeprefix("hf:")
+
+
 def load_embedded_backend(name: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:
     """``embedded`` / ``embedded:smollm2``: the converted model served by ``HFBackend``."""
     name = name or DEFAULT_EMBEDDED

@@ -168,6 +168,8 @@ def load_lora_backend(adapter_dir: str, options: BackendOptions, *, spec: str | 
     base = options.base_model or config.get("base_model_name_or_path")
     if not base:
         raise ModelBackendError(f"{CONFIG_FILE} in {d} names no base_model_name_or_path; pass --base-model")
+    from harness.models.embedded import resolve_model_ref
+    base = resolve_model_ref(base)
     if _looks_like_path(base) and not Path(base).expanduser().exists():
         if options.base_model:
             raise ModelBackendError(f"--base-model {base} does not exist")

@@ -51,7 +51,8 @@ def test_cli_entry_on_the_mini_benchmark(tmp_path, tiny_model_dir, capsys):
     import argparse
     from pathlib import Path
 
-    from harness.finetune import finetune_from_args, resolve_base
+    from harness.finetune import finetune_from_args
+    from harness.models.embedded import resolve_model_ref
 
     mini = Path(__file__).resolve().parents[1] / "data" / "mini"
     args = argparse.Namespace(benchmark=mini, split="dev", base_model=f"hf:{tiny_model_dir}", out=tmp_path / "ad",
@@ -59,4 +60,4 @@ def test_cli_entry_on_the_mini_benchmark(tmp_path, tiny_model_dir, capsys):
     assert finetune_from_args(args) == 0
     assert "--model lora:" in capsys.readouterr().out
     assert (tmp_path / "ad" / TEMPLATE_FILE).is_file()
-    assert resolve_base("hf:/x") == "/x" and resolve_base("org/model") == "org/model"
+    assert resolve_model_ref("hf:/x") == "/x" and resolve_model_ref("org/model") == "org/model"

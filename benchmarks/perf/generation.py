@@ -1,7 +1,9 @@
 """Measure the hf backend's load time, throughput and peak GPU memory on a random-init model of a real
 model's shape (no model hub needed): the figures the README quotes for bf16 and 8-bit.
 
-    python -m harness.models.measure --shape codellama-13b --modes 8bit,bf16 --out figures.jsonl
+    python benchmarks/perf/generation.py --shape codellama-13b --modes 8bit,bf16 --out figures.jsonl
+
+On the CPU, `--shape smollm2-135m --modes bf16 --batches 1,8` measures a model of the embedded model's shape.
 
 Each mode prints (and appends to --out) one JSON line as soon as it is measured. Outputs of random
 weights are meaningless; stopping on ';' and loops is switched off so every item generates
