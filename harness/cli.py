@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.benchmark.loader import default_benchmark_dir
 from harness.errors import Txt2SqlError
 
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,

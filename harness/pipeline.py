@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.loader import load_benchmark
 from harness.benchmark.model import Benchmark, Question
@@ -25,7 +26,7 @@ from harness.db.provision import provision
 from harness.db.server import Server
 from harness.diagnose import diagnose
 from harness.errors import InfrastructureError, OutputDirError
-from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend
+from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
 from harness.report.records import ItemResult, Summary
 from harness.report.summary import summarise
 from harness.report.writer import RunWriter
@@ -34,6 +35,9 @@ from harness.scoring.execution import Verdict, execution_match, first_difference
 from harness.scoring.normalise import gold_is_ordered
 from harness.sql.extract import extract_sql
 from harness.sql.schema import SchemaCatalog
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "embedded"
@@ -71,21 +75,32 @@ class Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._progress = None
+        self._progress: RichProgress | None = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, \
-                TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
             self._progress = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
     @contextlib.contextmanager
-    def task(self, description: str, total: int) -> Iterator[callable]:  # type: ignore[valid-type]
-        if self._progress is None:
-            yield lambda n=1: None
+    def task(self, description: str, total: int) -> Iterator[ProgressCallback]:
+        progress = self._progress
+        if progress is None:
+            def ignore(n: int = 1) -> None:
+                return None
+            yield ignore
             return
-        with self._progress:
-            task_id = self._progress.add_task(description, total=total)
-            yield lambda n=1: self._progress.advance(task_id, n)  # type: ignore[union-attr]
+        with progress:
+            task_id = progress.add_task(description, total=total)
+            def advance(n: int = 1) -> None:
+                progress.advance(task_id, n)
+            yield advance
 
 
 def prepare_output(out: Path) -> None:
@@ -235,9 +250,10 @@ class Scorer:
         if gen.error:
             flags.append("backend_error")
             details["backend_error"] = gen.error
-        base = dict(id=q.id, question=q.question, gold_sql=q.gold, raw_output=gen.text,
-                    predicted_sql=extracted.sql, tags=q.tags, difficulty=q.difficulty,
-                    finish_reason=gen.finish_reason, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out)
+        base: dict[str, Any] = dict(id=q.id, question=q.question, gold_sql=q.gold, raw_output=gen.text,
+                                    predicted_sql=extracted.sql, tags=q.tags, difficulty=q.difficulty,
+                                    finish_reason=gen.finish_reason, tokens_in=gen.tokens_in,
+                                    tokens_out=gen.tokens_out)
         timings = {"generate": round(gen.seconds, 4)}
         variants = self.fixtures.variants(q.db)
 
@@ -274,24 +290,31 @@ class Scorer:
                 return result(run.status, error=(f"SQLSTATE {run.sqlstate}: " if run.sqlstate else "") + (run.error or ""))
             pred_runs.append(run)
         timings["execute"] = round(sum(r.seconds for r in pred_runs), 4)
+        preds = [_ok_result(r) for r in pred_runs]
         best_matched, superset_ok, diff = 0, False, None
         for i in usable:
-            golds = [r.result for r in gold_runs[i]]
+            golds = [_ok_result(r) for r in gold_runs[i]]
             ordered = gold_is_ordered(q.golds[i])
-            verdicts = [execution_match(g, p.result, ordered=ordered)  # type: ignore[arg-type]
-                        for g, p in zip(golds, pred_runs)]
+            verdicts = [execution_match(g, p, ordered=ordered) for g, p in zip(golds, preds, strict=True)]
             matched = sum(v.match for v in verdicts)
-            supers = all(execution_match(g, p.result, ordered=ordered, superset=True).match  # type: ignore[arg-type]
-                         for g, p in zip(golds, pred_runs))
+            supers = all(execution_match(g, p, ordered=ordered, superset=True).match
+                         for g, p in zip(golds, preds, strict=True))
             superset_ok = superset_ok or supers
             if matched == len(variants):
                 return result("correct", matched=matched, superset=True)
             if matched >= best_matched:
                 best_matched = matched
                 j = next(k for k, v in enumerate(verdicts) if not v.match)
-                diff = _explain(verdicts[j], golds[j], pred_runs[j].result, variants[j])  # type: ignore[arg-type]
+                diff = _explain(verdicts[j], golds[j], preds[j], variants[j])
         return result("wrong_result", error=diff.splitlines()[0] if diff else None, matched=best_matched,
                       superset=superset_ok, diff=diff)
+
+
+def _ok_result(run: Execution) -> ResultSet:
+    """The rows of an execution whose status is "ok" (the executor always attaches them)."""
+    if run.result is None:  # an internal invariant, checked explicitly rather than asserted
+        raise RuntimeError(f"internal error: an execution with status {run.status!r} carries no result set")
+    return run.result
 
 
 def _explain(verdict: Verdict, gold: ResultSet, pred: ResultSet, vdb: VariantDatabase) -> str:

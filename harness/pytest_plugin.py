@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from harness.errors import Txt2SqlError
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
 
 SPEC_SUFFIX = ".txt2sql.json"
 
@@ -105,7 +108,7 @@ class QuestionItem(pytest.Item):
         if result.status != "correct":
             raise QuestionFailure(result)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, QuestionFailure):
             r = excinfo.value.result
             lines = [f"question:   {r.question}", f"status:     {r.status}",

@@ -61,7 +61,7 @@ def test_gate_fails_the_session_on_a_regression(project, tmp_path):
             "SELECT ssqx, COUNT(*) FROM rfgcpy GROUP BY ssqx", "SELECT name FROM rfgcpy WHERE mj IS NOT NULL ORDER BY mj DESC, id LIMIT 2",
             "SELECT name FROM rfgcpy WHERE ssqx = '西湖区'",
             "SELECT r.name FROM rfgcpy r JOIN district d ON ST_Contains(d.geom, r.geom) WHERE d.name = '上城区'",
-            "SELECT 1"])), encoding="utf-8")
+            "SELECT 1"], strict=True)), encoding="utf-8")
     pytester.runpytest("benchmarks/", f"--model=replay:{golds}", "--db=local", f"--txt2sql-out={base}",
                        "-p", "no:cacheprovider").assert_outcomes(passed=5, skipped=1)
     result = pytester.runpytest("benchmarks/", f"--model=replay:{preds}", "--db=local", "-p", "no:cacheprovider",

@@ -20,9 +20,10 @@ class ExternalServer:
             raise ProvisionError(f"--db {dsn!r} is not a valid PostgreSQL DSN ({exc}). "
                                  "Example: postgresql://user:pass@localhost:5432/postgres") from exc
         self._dsn_redacted = dsn.split("@")[-1] if "@" in dsn else dsn
+        password = params.get("password")
         self._info = ConnInfo(host=str(params.get("host") or "localhost"), port=int(params.get("port") or 5432),
                               user=str(params.get("user") or "postgres"), dbname=str(params.get("dbname") or "postgres"),
-                              password=params.get("password"))
+                              password=None if password is None else str(password))
 
     def __enter__(self) -> ExternalServer:
         self.start()

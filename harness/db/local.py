@@ -105,20 +105,24 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _started_root(self) -> Path:
+        # an internal invariant, checked explicitly (an assert would vanish under python -O)
+        if self.root is None:
+            raise RuntimeError("the local cluster has not been started: use `with LocalCluster() as server:` "
+                               "(or call start()) before using its data directory, log or connection")
+        return self.root
+
     @property
     def datadir(self) -> Path:
-        assert self.root is not None
-        return self.root / "data"
+        return self._started_root() / "data"
 
     @property
     def logfile(self) -> Path:
-        assert self.root is not None
-        return self.root / "server.log"
+        return self._started_root() / "server.log"
 
     @property
     def admin(self) -> ConnInfo:
-        assert self.root is not None
-        return ConnInfo(host=str(self.root), port=5432, user="postgres")
+        return ConnInfo(host=str(self._started_root()), port=5432, user="postgres")
 
     def start(self) -> None:
         self._run_as = self._pick_os_user()

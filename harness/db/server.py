@@ -31,8 +31,8 @@ class ConnInfo:
         return kw
 
     def with_(self, **changes: Any) -> ConnInfo:
-        data = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
-                "password": self.password, "options": self.options}
+        data: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                                "password": self.password, "options": self.options}
         data.update(changes)
         return ConnInfo(**data)
 
@@ -44,6 +44,10 @@ class Server(Protocol):
     """A running server. ``admin`` is a role that may create databases and roles."""
 
     kind: str
+
+    def __enter__(self) -> Server: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     @property
     def admin(self) -> ConnInfo: ...

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import TypeGuard, get_args
 
 from harness.errors import ModelBackendError, PredictionsError
 from harness.models.base import (
@@ -23,6 +23,10 @@ from harness.models.base import (
 )
 
 _FINISH_REASONS = set(get_args(FinishReason))
+
+
+def _is_finish_reason(value: object) -> TypeGuard[FinishReason]:
+    return isinstance(value, str) and value in _FINISH_REASONS
 
 
 def read_predictions(path: Path) -> dict[str, Generation]:
@@ -64,7 +68,7 @@ def read_predictions(path: Path) -> dict[str, Generation]:
             raise PredictionsError(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
                                    line=n, field="output") from None
         reason = obj.get("finish_reason", "stop")
-        if not isinstance(reason, str) or reason not in _FINISH_REASONS:
+        if not _is_finish_reason(reason):
             raise PredictionsError(path, f"must be one of {', '.join(sorted(_FINISH_REASONS))}, got {reason!r}",
                                    line=n, field="finish_reason")
         if pid in out:

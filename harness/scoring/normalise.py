@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -113,14 +113,14 @@ def values_equal(a: Any, b: Any) -> bool:
             return bool(a.geom.is_empty and b.geom.is_empty)
         return bool(shapely.equals(a.geom, b.geom))
     if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is not type(b):
         return False
     return bool(a == b)
 
 
 def rows_equal(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def multiset_equal(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> bool:
@@ -144,7 +144,7 @@ def multiset_equal(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> 
 
 
 def sequence_equal(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> bool:
-    return len(gold) == len(pred) and all(rows_equal(g, p) for g, p in zip(gold, pred))
+    return len(gold) == len(pred) and all(rows_equal(g, p) for g, p in zip(gold, pred, strict=True))
 
 
 def column_signature(rows: list[tuple[Any, ...]], index: int) -> tuple[Any, ...]:
@@ -162,7 +162,7 @@ def candidate_mappings(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]],
         same = [j for j, ps in enumerate(pred_sigs) if ps == gs]
         options.append(same or list(range(pred_width)))
 
-    def assignments() -> itertools.chain[tuple[int, ...]]:
+    def assignments() -> Iterator[tuple[int, ...]]:
         count = 0
         for combo in itertools.product(*options):
             if len(set(combo)) != len(combo):

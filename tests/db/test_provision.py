@@ -34,17 +34,21 @@ def test_dsn_server_gets_only_its_own_scratch_objects(pg_server, tmp_path):
         conn.execute("CREATE DATABASE precious")
     with admin_connection(pg_server.admin, dbname="precious") as conn:
         conn.execute("CREATE TABLE keep (a int); INSERT INTO keep VALUES (1), (2)")
-    before = _databases(pg_server)
+    before, roles_before = _databases(pg_server), _roles(pg_server)
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"id": "by-district", "output": "SELECT ssqx, count(*) FROM rfgcpy GROUP BY 1"}) + "\n")
     result = evaluate(EvalConfig(benchmark=MINI, model=f"replay:{preds}", db=dsn_of(pg_server), out=tmp_path / "r",
                                  use_cache=False, progress=False, ids=frozenset({"by-district"})))
     assert result.items[0].status == "correct"
     assert _databases(pg_server) == before  # scratch databases dropped, nothing else touched
+    assert _roles(pg_server) == roles_before  # its reader role is dropped too
     with admin_connection(pg_server.admin, dbname="precious") as conn:
         assert conn.execute("SELECT count(*) FROM keep").fetchone() == (2,)
-        roles = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'txt2sql%'").fetchone()
-    assert roles == (0,)
+
+
+def _roles(server) -> set[str]:
+    with admin_connection(server.admin) as conn:
+        return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
 
 
 def _databases(server) -> set[str]:

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from tests.runbuilder import SHA, from_outcomes, item, make_run, write_run
 
 from harness.errors import GateError, Txt2SqlError
 from harness.gate import GateConfig, decide, load_baseline
+from tests.runbuilder import SHA, from_outcomes, item, make_run, write_run
 
 
 def outcomes(n_both: int, n_broken: int, n_fixed: int, n_neither: int) -> tuple[str, str]:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.runbuilder import item
 
 import harness.gate.stats as stats_module
 from harness.gate.stats import bootstrap_diff_ci, mcnemar_exact, pair_results
+from tests.runbuilder import item
 
 
 def test_docstring_examples_run() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
-from tests.runbuilder import make_run
 
 from harness.gate import decide
 from harness.report.html import RUN_COLORS, STATUS_COLORS, render_compare_html, render_run_html
 from harness.report.records import Run
+from tests.runbuilder import make_run
 
 PLOT_IDS = ("plot-accuracy-by-tag", "plot-status", "plot-tokens", "plot-latency")
 CHROMIUM = "/usr/bin/chromium"
