@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.benchmark.jsonl import read_jsonl
 from harness.errors import BenchmarkError
 
 DEFAULT_SPLIT = "test"
@@ -167,20 +168,13 @@ def schema_sql() -> str:
 
 def _convert(src: Path) -> Iterator[dict[str, Any]]:
     seen: dict[str, int] = {}
-    with src.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(src, f"invalid JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
-            item = _item(obj, src, lineno)
-            if item["id"] in seen:
-                raise BenchmarkError(src, f"duplicate new_id {item['id']} (first on line {seen[item['id']]})",
-                                     line=lineno, field="new_id")
-            seen[item["id"]] = lineno
-            yield item
+    for lineno, obj in read_jsonl(src):
+        item = _item(obj, src, lineno)
+        if item["id"] in seen:
+            raise BenchmarkError(src, f"duplicate new_id {item['id']} (first on line {seen[item['id']]})",
+                                 line=lineno, field="new_id")
+        seen[item["id"]] = lineno
+        yield item
 
 
 def _item(obj: Any, src: Path, lineno: int) -> dict[str, Any]:

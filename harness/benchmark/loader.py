@@ -14,12 +14,11 @@ file, line and field, and nothing is half-loaded.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+from harness.benchmark.jsonl import read_jsonl
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant, Question
 from harness.errors import BenchmarkError
 
@@ -83,28 +82,13 @@ def _read_questions(split_file: Path, databases: dict[str, DatabaseSpec]) -> lis
     questions: list[Question] = []
     seen: dict[str, int] = {}
     contexts: dict[str, str] = {}
-    raw = split_file.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BenchmarkError(split_file, f"is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
-                                         "save it as UTF-8", line=raw.count(b"\n", 0, exc.start) + 1) from None
-    with io.StringIO(text, newline=None) as fh:  # universal newlines, as a text-mode file reads them
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(split_file, f"invalid JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
-            except RecursionError:
-                raise BenchmarkError(split_file, "invalid JSON (nested too deeply)", line=lineno) from None
-            q = _question(obj, split_file, lineno, databases, contexts)
-            if q.id in seen:
-                raise BenchmarkError(split_file, f"duplicate id {q.id!r} (first on line {seen[q.id]})",
-                                     line=lineno, field="id")
-            seen[q.id] = lineno
-            questions.append(q)
+    for lineno, obj in read_jsonl(split_file):
+        q = _question(obj, split_file, lineno, databases, contexts)
+        if q.id in seen:
+            raise BenchmarkError(split_file, f"duplicate id {q.id!r} (first on line {seen[q.id]})",
+                                 line=lineno, field="id")
+        seen[q.id] = lineno
+        questions.append(q)
     if not questions:
         raise BenchmarkError(split_file, "holds no questions")
     return questions

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg
-
-from harness.db.server import ConnInfo
+from harness.db.server import ConnInfo, server_answers
 from harness.errors import ProvisionError
 
 DEFAULT_IMAGE = "postgis/postgis:15-3.4"
@@ -80,12 +78,7 @@ class DockerServer:
         return self._info
 
     def is_alive(self) -> bool:
-        try:
-            with psycopg.connect(**self.admin.kwargs(connect_timeout=2), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except psycopg.OperationalError:
-            return False
+        return server_answers(self.admin)
 
     def recover(self) -> bool:
         return self.is_alive()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.db.server import ConnInfo
+from harness.db.server import ConnInfo, server_answers
 from harness.errors import ProvisionError
 
 
@@ -49,12 +49,7 @@ class ExternalServer:
         return self._info
 
     def is_alive(self) -> bool:
-        try:
-            with psycopg.connect(**self._info.kwargs(connect_timeout=2), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except psycopg.OperationalError:
-            return False
+        return server_answers(self._info)
 
     def recover(self) -> bool:
         return self.is_alive()

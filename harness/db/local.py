@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from harness.db.server import ConnInfo
+from harness.db.server import ConnInfo, server_answers
 from harness.errors import ProvisionError
 
 POSTGIS_HINT = "Install PostGIS for the server's version, e.g. `apt-get install postgresql-15-postgis-3`."
@@ -166,12 +166,7 @@ class LocalCluster:
                              f"{self.startup_timeout:.0f}s ({last}).\nServer log:\n{self.logs()}")
 
     def is_alive(self) -> bool:
-        try:
-            with psycopg.connect(**self.admin.kwargs(connect_timeout=2), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except psycopg.OperationalError:
-            return False
+        return server_answers(self.admin)
 
     def recover(self) -> bool:
         """Restart a server that died (killed, crashed). Data survives: it is on disk."""

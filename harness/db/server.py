@@ -71,3 +71,13 @@ def admin_connection(info: ConnInfo, dbname: str | None = None, timeout: float =
         kw["dbname"] = dbname
     with psycopg.connect(**kw, autocommit=True) as conn:
         yield conn
+
+
+def server_answers(info: ConnInfo, timeout: int = 2) -> bool:
+    """True when the server accepts a connection and runs ``SELECT 1``."""
+    try:
+        with psycopg.connect(**info.kwargs(connect_timeout=timeout), autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False

@@ -7,11 +7,11 @@ elsewhere (another machine, the seed's predictions) without loading a model.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeGuard, get_args
 
+from harness.benchmark.jsonl import read_jsonl
 from harness.errors import ModelBackendError, PredictionsError
 from harness.models.base import (
     BackendOptions,
@@ -31,22 +31,9 @@ def _is_finish_reason(value: object) -> TypeGuard[FinishReason]:
 
 def read_predictions(path: Path) -> dict[str, Generation]:
     """Parse and validate a predictions file; errors name the file, line and field."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PredictionsError(path, f"not UTF-8 ({exc})") from exc
     out: dict[str, Generation] = {}
     first_line: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise PredictionsError(path, f"not valid JSON ({exc.args[0] if exc.args else exc})", line=n) from exc
-        except RecursionError:
-            raise PredictionsError(path, "not valid JSON (nested too deeply)", line=n) from None
+    for n, obj in read_jsonl(path, PredictionsError):
         if not isinstance(obj, dict):
             raise PredictionsError(path, "each line must be a JSON object like {\"id\": ..., \"output\": ...}",
                                    line=n)

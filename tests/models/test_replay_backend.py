@@ -35,7 +35,7 @@ def test_replays_by_id_and_flags_missing_ids(tmp_path):
 
 
 @pytest.mark.parametrize(("line", "field", "message"), [
-    ('{"id": "a", "output": "x"', None, "not valid JSON"),
+    ('{"id": "a", "output": "x"', None, "invalid JSON"),
     ('["a", "x"]', None, "must be a JSON object"),
     ('{"output": "x"}', "id", "is missing"),
     ('{"id": null, "output": "x"}', "id", "must be a string"),
