@@ -253,7 +253,7 @@ class Scorer:
         base: dict[str, Any] = dict(id=q.id, question=q.question, gold_sql=q.gold, raw_output=gen.text,
                                     predicted_sql=extracted.sql, tags=q.tags, difficulty=q.difficulty,
                                     finish_reason=gen.finish_reason, tokens_in=gen.tokens_in,
-                                    tokens_out=gen.tokens_out)
+                                    tokens_out=gen.tokens_out, cost_cny=gen.cost_cny)
         timings = {"generate": round(gen.seconds, 4)}
         variants = self.fixtures.variants(q.db)
 

@@ -114,3 +114,16 @@ def test_replayed_outputs_are_not_cached_by_prompt(tmp_path):
     preds.write_text('{"id": "a", "output": "SELECT 1"}\n', encoding="utf-8")
     backend = build_backend(EvalConfig(benchmark=MINI, model=f"replay:{preds}", cache_dir=tmp_path / "c"))
     assert isinstance(backend, ReplayBackend)
+
+
+def test_api_cost_is_summed_and_scaled_per_1000(tmp_path):
+    from harness.benchmark.loader import load_benchmark
+    from harness.report.records import ItemResult
+    from harness.report.summary import summarise
+    items = [ItemResult(id=str(i), question="q", gold_sql="SELECT 1", raw_output="", predicted_sql=None,
+                        status="no_sql", execution_match=False, execution_match_superset=False, exact_match=False,
+                        cost_cny=0.002) for i in range(4)]
+    s = summarise(items, benchmark=load_benchmark(MINI, "test"), model="openai:qwen-plus", generation_seconds=2.0)
+    assert s.cost_cny == pytest.approx(0.008)
+    assert s.cost_cny_per_1k_questions == pytest.approx(2.0)
+    assert s.generation_seconds_per_1k_questions == pytest.approx(500.0)

@@ -60,12 +60,14 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
         ("degenerate rate", _pct(summary.degenerate_rate)),
         ("refused rate", _pct(summary.refused_rate)),
         ("tokens in / out", f"{summary.tokens_in:,} / {summary.tokens_out:,}"),
-        ("generation time", f"{summary.generation_seconds:.1f} s"),
+        ("generation time", f"{summary.generation_seconds:.1f} s"
+                            f" ({summary.generation_seconds_per_1k_questions / 3600:.2f} h per 1,000 questions)"),
     ]
     if summary.variants > 1:
         rows.append(("data variants (test-suite)", str(summary.variants)))
     if summary.cost_cny is not None:
-        rows.append(("cost", f"¥{summary.cost_cny:.2f}"))
+        per_1k = summary.cost_cny_per_1k_questions
+        rows.append(("API cost", f"¥{summary.cost_cny:.4f}" + (f" (¥{per_1k:.2f} per 1,000 questions)" if per_1k else "")))
     if summary.fixture_intact is not None:
         rows.append(("fixture intact", "yes" if summary.fixture_intact else "NO: fixture tables changed"))
     for name, value in rows:

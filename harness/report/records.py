@@ -37,6 +37,7 @@ class ItemResult:
     variants_matched: int = 0  # test-suite execution: on how many data variants the prediction matched
     variants_total: int = 0
     diff: str | None = None  # first differing rows, for humans
+    cost_cny: float | None = None  # API price of this item's generation (openai: backends)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -86,7 +87,8 @@ class Summary:
     refused_rate: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0
-    generation_seconds: float = 0.0
+    generation_seconds: float = 0.0  # wall time of generation (CPU/GPU seconds for local backends)
+    generation_seconds_per_1k_questions: float = 0.0
     cost_cny: float | None = None
     cost_cny_per_1k_questions: float | None = None
     versions: dict[str, str] = field(default_factory=dict)

@@ -43,7 +43,7 @@ def _rate(part: int, whole: int) -> float:
 
 def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, fingerprint: str = "",
               fixture_intact: bool | None = None, variants: int = 1, generation_seconds: float = 0.0,
-              cost_cny: float | None = None, server: Any = None, admin: Any = None) -> Summary:
+              server: Any = None, admin: Any = None) -> Summary:
     scored = [i for i in items if i.scored]
     n = len(scored)
     statuses = Counter(i.status for i in items)
@@ -55,7 +55,8 @@ def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, 
     versions = package_versions()
     if server is not None and admin is not None:
         versions.update(server_versions(server, admin))
-    costs = [getattr(i, "cost_cny", None) for i in items]
+    priced = [i.cost_cny for i in items if i.cost_cny is not None]
+    cost = sum(priced) if priced else None
     return Summary(
         n=len(items), n_scored=n,
         execution_accuracy=_rate(sum(i.correct for i in scored), n),
@@ -70,7 +71,8 @@ def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, 
         refused_rate=_rate(statuses.get("refused", 0), n),
         tokens_in=sum(i.tokens_in for i in items), tokens_out=sum(i.tokens_out for i in items),
         generation_seconds=round(generation_seconds, 3),
-        cost_cny=cost_cny if cost_cny is not None else (None if not any(costs) else sum(c or 0 for c in costs)),
-        cost_cny_per_1k_questions=None,
+        generation_seconds_per_1k_questions=round(generation_seconds * 1000 / len(items), 1) if items else 0.0,
+        cost_cny=round(cost, 6) if cost is not None else None,
+        cost_cny_per_1k_questions=round(cost * 1000 / len(items), 4) if cost is not None and items else None,
         versions=versions, created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
