@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.loader import load_benchmark
-from harness.benchmark.model import Benchmark, Question
+from harness.benchmark.model import Question
 from harness.db.executor import ConnectionLost, Execution, ResultSet, SafeExecutor
 from harness.db.fixture import FixtureDatabases, VariantDatabase
 from harness.db.provision import provision
@@ -132,7 +132,7 @@ def build_backend(config: EvalConfig) -> ModelBackend:
     return backend
 
 
-def generate(benchmark: Benchmark, backend: ModelBackend, config: EvalConfig,
+def generate(backend: ModelBackend, config: EvalConfig,
              questions: Sequence[Question]) -> dict[str, Generation]:
     from harness.models.registry import resolve_template
     from harness.prompts.templates import render_prompt
@@ -157,7 +157,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
                 FixtureDatabases(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as fixtures:
             before = fixtures.checksums()
             t0 = time.monotonic()
-            generations = generate(benchmark, backend, config, questions)
+            generations = generate(backend, config, questions)
             gen_seconds = time.monotonic() - t0
             scorer = Scorer(server, fixtures, config)
             writer = RunWriter(out)
