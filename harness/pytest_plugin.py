@@ -14,6 +14,7 @@ A benchmark is collected from a ``*.txt2sql.json`` file such as ``benchmarks/han
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--txt2sql-out", default=None, help="run directory for results.jsonl / summary.json")
     g.addoption("--baseline", default=None, help="baseline run (dir or summary.json) for --gate")
     g.addoption("--gate", action="store_true", help="fail the session if the run regresses against --baseline")
+    g.addoption("--no-txt2sql-progress", action="store_true", dest="quiet_txt2sql",
+                help="no progress bars for generation and scoring")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -162,8 +165,12 @@ def _evaluate(bench_file: BenchmarkFile, ids: set[str] | None) -> Any:
                         out=Path(out) if out else None,
                         options=BackendOptions(base_model=opt("base_model"), template=opt("template"),
                                                quantize=opt("quantize")),
-                        ids=frozenset(ids) if ids else None, progress=False)
-    result = evaluate(config)
+                        ids=frozenset(ids) if ids else None,
+                        progress=bench_file.config.getoption("verbose") >= 0 and not opt("quiet_txt2sql"))
+    # generation takes minutes: show its progress bar on the terminal, past pytest's output capture
+    capman = bench_file.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        result = evaluate(config)
     if opt("gate") and opt("baseline"):
         from harness.gate.gate import GateConfig, decide, load_baseline
         from harness.report.records import Run
