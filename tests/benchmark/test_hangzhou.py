@@ -104,3 +104,18 @@ def test_replayed_golds_score_100_percent_on_every_variant(tmp_path, pg_server):
     assert result.summary.execution_accuracy == 1.0
     assert all(i.variants_matched == i.variants_total >= 3 for i in result.items)
     assert result.summary.fixture_intact is True
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+def test_context_holds_exactly_the_tables_of_the_gold(split):
+    import re
+
+    from sqlglot import exp
+    bad = []
+    for q in golds(split):
+        in_context = set(re.findall(r"CREATE TABLE (\w+)", q.context))
+        cte = {c.alias_or_name for c in sqlglot.parse_one(q.gold, read="postgres").find_all(exp.CTE)}
+        in_gold = {t.name for t in sqlglot.parse_one(q.gold, read="postgres").find_all(exp.Table)} - cte
+        if in_context != in_gold:
+            bad.append(f"{q.id}: context {sorted(in_context)} vs gold {sorted(in_gold)}")
+    assert not bad, "\n".join(bad[:10])
