@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.benchmark.jsonl import read_jsonl
+from harness.benchmark.jsonl import read_jsonl, text_field
 from harness.errors import BenchmarkError
 
 DEFAULT_SPLIT = "test"
@@ -181,25 +181,14 @@ def _item(obj: Any, src: Path, lineno: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise BenchmarkError(src, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
 
-    def text(name: str, required: bool = True) -> str | None:
-        value = obj.get(name)
-        if value is None:
-            if required:
-                raise BenchmarkError(src, "is missing", line=lineno, field=name)
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise BenchmarkError(src, "must be a non-empty string", line=lineno, field=name)
-        return value.strip()
-
-    question = text("question")
-    sql = text("sql")
-    function = text("function")
+    question, sql, function = (str(text_field(obj, name, src, lineno)).strip()
+                               for name in ("question", "sql", "function"))
     new_id = obj.get("new_id")
     if new_id is None:
         raise BenchmarkError(src, "is missing (the unique item id)", line=lineno, field="new_id")
     if not isinstance(new_id, (int, str)) or isinstance(new_id, bool) or not str(new_id).strip():
         raise BenchmarkError(src, "must be an integer or a string", line=lineno, field="new_id")
-    strategy = text("generation_strategy_code", required=False)
+    strategy = (text_field(obj, "generation_strategy_code", src, lineno, required=False) or "").strip()
     item: dict[str, Any] = {
         "id": str(new_id).strip(),
         "question": question,

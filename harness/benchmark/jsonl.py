@@ -30,3 +30,28 @@ def read_jsonl(path: Path, error: type[BenchmarkError] = BenchmarkError) -> Iter
                 raise error(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
             except RecursionError:
                 raise error(path, "invalid JSON (nested too deeply)", line=lineno) from None
+
+
+def text_field(obj: dict[str, Any], field: str, path: Path, line: int, *, required: bool = True,
+               error: type[BenchmarkError] = BenchmarkError) -> str | None:
+    """A non-empty string field of one JSON line, or None when optional and absent. Text with a lone
+    surrogate (valid JSON, ``"\\ud800"``) is refused here: no file or database can store it."""
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise error(path, "is missing", line=line, field=field)
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise error(path, "must be a non-empty string", line=line, field=field)
+    check_unicode(value, path, line, field, error)
+    return value
+
+
+def check_unicode(value: str, path: Path, line: int, field: str,
+                  error: type[BenchmarkError] = BenchmarkError) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
+                    line=line, field=field) from None
+

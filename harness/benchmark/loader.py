@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.benchmark.jsonl import read_jsonl
+from harness.benchmark.jsonl import check_unicode, read_jsonl, text_field
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant, Question
 from harness.errors import BenchmarkError
 
@@ -99,18 +99,7 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
     if not isinstance(obj, dict):
         raise BenchmarkError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
 
-    def text(field: str, required: bool) -> str | None:
-        value = obj.get(field)
-        if value is None:
-            if required:
-                raise BenchmarkError(path, "is missing", line=lineno, field=field)
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise BenchmarkError(path, "must be a non-empty string", line=lineno, field=field)
-        _check_unicode(value, path, lineno, field)
-        return value
-
-    question = text("question", True)
+    question = text_field(obj, "question", path, lineno)
     answer = obj.get("answer")
     if answer is None:
         raise BenchmarkError(path, "is missing (the gold SQL)", line=lineno, field="answer")
@@ -118,7 +107,7 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
     if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g.strip() for g in golds):
         raise BenchmarkError(path, "must be SQL text or a non-empty list of SQL texts", line=lineno, field="answer")
     for g in golds:
-        _check_unicode(g, path, lineno, "answer")
+        check_unicode(g, path, lineno, "answer")
     raw_id = obj.get("id", lineno)
     if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or str(raw_id).strip() == "":
         raise BenchmarkError(path, "must be a string or an integer", line=lineno, field="id")
@@ -136,22 +125,13 @@ def _question(obj: Any, path: Path, lineno: int, databases: dict[str, DatabaseSp
     difficulty = obj.get("difficulty")
     if difficulty is not None and not isinstance(difficulty, str):
         raise BenchmarkError(path, "must be a string", line=lineno, field="difficulty")
-    context = text("context", False)
+    context = text_field(obj, "context", path, lineno, required=False)
     if context is None:
         if db not in contexts:
             contexts[db] = context_from_ddl(databases[db].schema_sql)
         context = contexts[db]
     return Question(id=str(raw_id), question=question or "", golds=tuple(g.strip() for g in golds),
                     context=context, db=db, tags=tuple(tags), difficulty=difficulty, source=f"{path}:{lineno}")
-
-
-def _check_unicode(value: str, path: Path, lineno: int, field: str) -> None:
-    """JSON may carry lone surrogates (\\ud800) that no file or database can store."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BenchmarkError(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
-                             line=lineno, field=field) from None
 
 
 _NOISE = re.compile(r"^\s*(CREATE\s+EXTENSION|CREATE\s+(UNIQUE\s+)?INDEX|ALTER\s+TABLE|SET\s|SELECT\s)", re.I)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeGuard, get_args
 
-from harness.benchmark.jsonl import read_jsonl
+from harness.benchmark.jsonl import check_unicode, read_jsonl
 from harness.errors import ModelBackendError, PredictionsError
 from harness.models.base import (
     BackendOptions,
@@ -49,11 +49,8 @@ def read_predictions(path: Path) -> dict[str, Generation]:
         if not isinstance(output, str):
             raise PredictionsError(path, f"must be a string, got {type(output).__name__}", line=n,
                                    field="output")
-        try:
-            (pid + output).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise PredictionsError(path, f"is not valid Unicode (a lone surrogate at character {exc.start})",
-                                   line=n, field="output") from None
+        check_unicode(pid, path, n, "id", PredictionsError)
+        check_unicode(output, path, n, "output", PredictionsError)
         reason = obj.get("finish_reason", "stop")
         if not _is_finish_reason(reason):
             raise PredictionsError(path, f"must be one of {', '.join(sorted(_FINISH_REASONS))}, got {reason!r}",

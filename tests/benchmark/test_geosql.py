@@ -105,6 +105,8 @@ GOOD = json.dumps({"new_id": 0, "function": "ST_Area", "question": "面积是多
     (json.dumps({"new_id": 0, "function": "ST_Area", "question": "面积？", "sql": "SELECT 1"}), 2,
      "duplicate new_id 0 (first on line 1)"),
     ("[1, 2]", 2, "expected a JSON object"),
+    ('{"new_id": 1, "function": "ST_Area", "question": "\\ud800", "sql": "SELECT 1"}', 2,
+     "field 'question' is not valid Unicode"),
 ])
 def test_bad_line_names_file_line_and_field_and_writes_nothing(tmp_path, bad, line, expected):
     src = _dataset(tmp_path, [GOOD, bad, GOOD.replace('"new_id": 0', '"new_id": 2')])
