@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,7 +137,7 @@ class CachedBackend:
                     row.update({f: v for f, v in asdict(g).items() if f in _STORED})
                     rows.append(row)
             self._append(rows)
-        return [replace(g) for g in out if g is not None]
+        return [g for g in out if g is not None]
 
     def close(self) -> None:
         self.inner.close()
