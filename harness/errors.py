@@ -33,10 +33,6 @@ class InfrastructureError(Txt2SqlError):
     """The database or machine failed while evaluating: never a model failure."""
 
 
-class GoldQueryError(Txt2SqlError):
-    """A gold query failed to execute: a benchmark defect, reported as gold_error."""
-
-
 class ModelBackendError(Txt2SqlError):
     """A model backend could not be created or used."""
 

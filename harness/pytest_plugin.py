@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,7 @@ def _evaluate(bench_file: BenchmarkFile, ids: set[str] | None) -> Any:
         from harness.report.records import Run
         candidate = Run(result.out, result.summary, result.items)
         bench_file.config.stash[state_key].gate = decide(load_baseline(opt("baseline")), candidate, GateConfig())
-    return replace(result)
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

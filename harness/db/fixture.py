@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from psycopg import sql as pgsql
 
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant
 from harness.db.server import ConnInfo, Server, admin_connection
-from harness.errors import BenchmarkError, InfrastructureError, ProvisionError
+from harness.errors import BenchmarkError, InfrastructureError
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,6 @@ class FixtureDatabases:
         self.reader_role = f"{self.prefix}_reader"
         self._reader_password = secrets.token_urlsafe(16)
         self.databases: dict[tuple[str, str], VariantDatabase] = {}
-        self.setup_seconds = 0.0
 
     def __enter__(self) -> FixtureDatabases:
         try:
@@ -70,7 +68,6 @@ class FixtureDatabases:
 
     # -- build -----------------------------------------------------------------------------------
     def build(self) -> None:
-        t0 = time.monotonic()
         admin = self.server.admin
         with admin_connection(admin) as conn:
             conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE "
@@ -95,7 +92,6 @@ class FixtureDatabases:
                     conn.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                         pgsql.Identifier(clone), pgsql.Identifier(self.reader_role)))
                 self.databases[(spec.name, variant.name)] = VariantDatabase(spec.name, variant.name, clone, tpl)
-        self.setup_seconds = time.monotonic() - t0
 
     def _build_template(self, admin: ConnInfo, spec: DatabaseSpec, variant: DataVariant, tpl: str) -> None:
         with admin_connection(admin) as conn:
@@ -164,16 +160,6 @@ class FixtureDatabases:
             out["roles"] = roles[0] if roles else ""
         return out
 
-    def rebuild_clone(self, vdb: VariantDatabase) -> None:
-        """Re-create a clone from its template (after a server restart left it unusable)."""
-        with admin_connection(self.server.admin) as conn:
-            conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(vdb.dbname)))
-            conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                pgsql.Identifier(vdb.dbname), pgsql.Identifier(vdb.template)))
-            conn.execute(pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(vdb.dbname)))
-            conn.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                pgsql.Identifier(vdb.dbname), pgsql.Identifier(self.reader_role)))
-
     def drop(self) -> None:
         """Drop everything this run created; best effort (the server may already be gone)."""
         try:
@@ -188,7 +174,3 @@ class FixtureDatabases:
         except psycopg.Error:
             pass
 
-
-def require_alive(server: Server) -> None:
-    if not server.is_alive() and not server.recover():
-        raise ProvisionError(f"the {server.kind} PostgreSQL server is down and could not be restarted.\n{server.logs()}")

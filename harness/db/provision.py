@@ -10,8 +10,6 @@ from harness.db.local import LocalCluster
 from harness.db.server import Server
 from harness.errors import ProvisionError
 
-DB_CHOICES = ("auto", "local", "docker")
-
 
 def provision(spec: str = "auto") -> Server:
     """Create (not yet started) the server for ``spec``; use it as a context manager."""

@@ -42,9 +42,6 @@ class Diagnosis:
     flags: tuple[str, ...] = ()
     details: Mapping[str, str] = field(default_factory=dict, hash=False)
 
-    def has(self, flag: str) -> bool:
-        return flag in self.flags
-
     @property
     def sql_degenerate(self) -> bool:
         """The extracted SQL itself loops (the ``degenerate`` status), not only the text around it."""

@@ -60,8 +60,6 @@ class CachedBackend:
         self.spec = inner.spec
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.path = self.cache_dir / f"{inner.fingerprint[:16]}.jsonl"
-        self.hits = 0
-        self.misses = 0
 
     @property
     def fingerprint(self) -> str:
@@ -119,8 +117,6 @@ class CachedBackend:
                 todo.append(i)
                 continue
             out[i] = Generation(id=p.id, cached=True, **{f: hit[f] for f in _STORED if f in hit})
-        self.hits += len(prompts) - len(todo)
-        self.misses += len(todo)
         if progress is not None and len(todo) < len(prompts):
             progress(len(prompts) - len(todo))
         # Longest first, in chunks of one batch: each chunk is persisted as soon as it is generated.

@@ -74,10 +74,6 @@ def price_for(model: str, options: BackendOptions) -> tuple[float, float] | None
     return None
 
 
-class _Unreachable(Exception):
-    pass
-
-
 class OpenAIBackend:
     def __init__(self, model: str, *, base_url: str, api_key: str | None, retry: RetryPolicy,
                  concurrency: int = 4, prices: tuple[float, float] | None = None, spec: str | None = None):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.errors import ModelBackendError
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SPEC = "embedded:smollm2"
 
-# backend name -> (module, loader function, what to install when an import fails)
-Factory = Callable[[str, BackendOptions, str], ModelBackend]
 _TORCH_PIP = "pip install 'torch==2.13.0' transformers accelerate safetensors  (see the README)"
 BACKENDS: dict[str, tuple[str, str, str, bool]] = {
     # name: (module, function, pip command for a missing dependency, argument required)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.report.records import STATUSES, ItemResult, Run
+from harness.report.records import STATUSES, Run
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
@@ -35,10 +35,6 @@ def timing_keys(runs: Sequence[Run]) -> list[str]:
     """Timing names recorded per question in any run: generate and execute first, then the rest."""
     seen = {k for run in runs for r in run.items for k in r.timings}
     return [k for k in TIMING_ORDER if k in seen] + sorted(seen - set(TIMING_ORDER))
-
-
-def scored_items(run: Run) -> list[ItemResult]:
-    return [r for r in run.items if r.scored]
 
 
 def tokens_out(run: Run) -> list[float]:

@@ -41,7 +41,7 @@ def test_seed_loop_is_degenerate_in_the_sql_itself() -> None:
 
 def test_loop_criterion_stop_is_degenerate() -> None:
     got = diagnose("SELECT name FROM aipoi WHERE", extract_sql("SELECT name FROM aipoi WHERE"), "loop", "", "", CATALOG)
-    assert got.has("degenerate") and not got.sql_degenerate
+    assert "degenerate" in got.flags and not got.sql_degenerate
 
 
 @pytest.mark.parametrize("sql, expected", [
