@@ -21,6 +21,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sqlglot import exp
+
 from harness.diagnose.literals import invented_coordinates
 from harness.diagnose.loops import is_degenerate, sql_tokens
 from harness.diagnose.truncation import truncation
@@ -49,8 +51,11 @@ class Diagnosis:
 
 
 def diagnose(raw: str, extracted: Extracted, finish_reason: str, question: str, context: str,
-             catalog: SchemaCatalog | None) -> Diagnosis:
+             catalog: SchemaCatalog | None, *, parsed: exp.Expr | None = None) -> Diagnosis:
     """Flags for one output. Pure: no database, no I/O; never raises on any text.
+
+    ``parsed``: ``extracted.sql`` as the caller already parsed it (sqlglot, dialect postgres), so the
+    statement is parsed once per item; None when the caller has no tree (it is then parsed here).
 
     >>> from harness.sql.extract import extract_sql
     >>> cat = SchemaCatalog.from_ddl("CREATE TABLE rfgcpy (id int, name text, ssqx text, tyaqpjdj text, geom geometry);")
@@ -68,12 +73,13 @@ def diagnose(raw: str, extracted: Extracted, finish_reason: str, question: str, 
     if loop_detail:
         details["degenerate"] = loop_detail
 
-    truncated = truncation(raw, extracted, finish_reason, looped=loop_detail is not None)
+    truncated = truncation(raw, extracted, finish_reason, parses=True if parsed is not None else None,
+                           looped=loop_detail is not None)
     if truncated:
         details["truncated"] = truncated
 
     if sql is not None and catalog is not None:
-        check, dropped = _identifiers(sql, catalog, truncated=truncated is not None)
+        check, dropped = _identifiers(sql, catalog, truncated=truncated is not None, parsed=parsed)
         if check.unknown_columns:
             details["unknown_column"] = ", ".join(check.unknown_columns)
         if check.unknown_tables:
@@ -104,9 +110,10 @@ def _degenerate(raw: str, sql: str | None, finish_reason: str) -> str | None:
     return None
 
 
-def _identifiers(sql: str, catalog: SchemaCatalog, *, truncated: bool) -> tuple[IdentifierCheck, str | None]:
+def _identifiers(sql: str, catalog: SchemaCatalog, *, truncated: bool,
+                 parsed: exp.Expr | None) -> tuple[IdentifierCheck, str | None]:
     """Check names; for truncated SQL, on the longest parseable prefix, minus a cut-off last name."""
-    check = check_identifiers(sql, catalog)
+    check = check_identifiers(sql, catalog, parsed=parsed)
     if not truncated:
         return check, None
     text = sql

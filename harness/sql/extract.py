@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.sql.scanner import top_level
+
 __all__ = ["Extracted", "extract_sql", "STATEMENT_KEYWORDS", "split_statements"]
 
 
@@ -130,8 +132,8 @@ like ilike between exists with asc desc nulls first last fetch window over parti
 into set filter within only""".split())
 _CONTINUATION_RE = re.compile(r"""^\s*(?:[(),*=<>+\-/|:'";]|--|/\*|[\w".]+\s*(?:[,.()=<>+\-*/|]|::|$))""")
 _NONBLANK_LINE_RE = re.compile(r"\S[^\n]*")
-_DOLLAR_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_HAS_CJK_RE = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+_CJK = "\u3000-\u303f\u3400-\u9fff\uff00-\uffef"  # a character class body
+_HAS_CJK_RE = re.compile(f"[{_CJK}]")
 
 
 def extract_sql(raw: str) -> Extracted:
@@ -276,76 +278,19 @@ def _scan(text: str, pos: int, *, stop_at_fence: bool, stop_at_prose: bool) -> t
     """Scan one statement from ``pos``; return (end index, what ended it).
 
     What ended it: ';' (index of the ';'), 'fence' (index of the closing ```), 'prose' (index of the
-    blank line or header before the prose), or 'eof' (len(text)).
+    blank line or header before the prose), or 'eof' (len(text)). Literals, quoted identifiers, comments
+    and dollar quotes are PostgreSQL's (``harness.sql.scanner``).
     """
-    n = len(text)
-    i = pos
-    while i < n:
+    stops = ";" + ("`" if stop_at_fence else "") + ("\n" if stop_at_prose else "")
+    for i in top_level(text, stops, pos):
         c = text[i]
         if c == ";":
             return i, ";"
-        if c == "'":
-            escapes = i > 0 and text[i - 1] in "eE" and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
-            i = _skip_single(text, i + 1, escapes)
-            continue
-        if c == '"':
-            j = text.find('"', i + 1)
-            i = n if j < 0 else j + 1
-            continue
-        if c == "-" and text.startswith("--", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c == "/" and text.startswith("/*", i):
-            i = _skip_block_comment(text, i)
-            continue
-        if c == "$":
-            m = _DOLLAR_RE.match(text, i)
-            if m and not (i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")):
-                j = text.find(m.group(0), m.end())
-                i = n if j < 0 else j + len(m.group(0))
-                continue
-        if c == "`" and stop_at_fence and text.startswith("```", i):
+        if c == "`" and text.startswith("```", i):
             return i, "fence"
-        if c == "\n" and stop_at_prose:
-            nxt = _prose_after(text, i)
-            if nxt:
-                return i, "prose"
-        i += 1
-    return n, "eof"
-
-
-def _skip_single(text: str, i: int, escapes: bool) -> int:
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if escapes and c == "\\":
-            i += 2
-            continue
-        if c == "'":
-            if i + 1 < n and text[i + 1] == "'":
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    return n
-
-
-def _skip_block_comment(text: str, i: int) -> int:
-    depth = 0
-    n = len(text)
-    while i < n:
-        if text.startswith("/*", i):
-            depth += 1
-            i += 2
-        elif text.startswith("*/", i):
-            depth -= 1
-            i += 2
-            if depth == 0:
-                return i
-        else:
-            i += 1
-    return n
+        if c == "\n" and _prose_after(text, i):
+            return i, "prose"
+    return len(text), "eof"
 
 
 def _prose_after(text: str, nl: int) -> bool:
@@ -370,11 +315,6 @@ def _prose_after(text: str, nl: int) -> bool:
     word = re.match(r"[A-Za-z_]+", nxt)
     if word and word.group(0).lower() in _CONTINUATION_WORDS:
         return False
-    stripped = _strip_quoted(nxt)
-    if _HAS_CJK_RE.search(stripped):
+    if next(top_level(nxt, _CJK), None) is not None:  # Chinese outside string literals and quoted names
         return True
     return not _CONTINUATION_RE.match(nxt)
-
-
-def _strip_quoted(s: str) -> str:
-    return re.sub(r"'(?:[^']|'')*'|\"[^\"]*\"", "", s)

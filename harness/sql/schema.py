@@ -26,6 +26,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from harness.sql.extract import split_statements
+from harness.sql.scanner import top_level
 
 __all__ = ["SchemaCatalog", "SchemaParseError", "IdentifierCheck", "check_identifiers", "parse_error"]
 
@@ -122,23 +123,33 @@ class IdentifierCheck:
         return not self.unknown_tables and not self.unknown_columns and self.parse_error is None
 
 
-def check_identifiers(sql: str, catalog: SchemaCatalog) -> IdentifierCheck:
+def check_identifiers(sql: str, catalog: SchemaCatalog, *, parsed: exp.Expr | None = None) -> IdentifierCheck:
     """Tables and columns in ``sql`` that ``catalog`` does not have, in order of first use.
 
     A qualified ``t.col`` must exist in the table ``t`` stands for; an unqualified ``col`` in at least
     one source in scope (or an enclosing scope), or be an output alias. Quoted Chinese aliases, ``*``,
     casts to geometry/geography and function names are not column references.
 
+    ``parsed``: the statement as the caller already parsed it (sqlglot, dialect postgres), so a
+    prediction is parsed once per item; ``sql`` is then not parsed again. The check reads the tree
+    and never changes it.
+
     >>> cat = SchemaCatalog.from_ddl("CREATE TABLE aipoi (id int, name text, geom geometry);")
     >>> check_identifiers("SELECT p.name FROM aipoi p JOIN hospital h ON ST_DWithin(p.geom, h.geom, 1)", cat)
     IdentifierCheck(unknown_tables=('hospital',), unknown_columns=(), parse_error=None)
+    >>> tree = sqlglot.parse_one("SELECT jsdw FROM aipoi", read="postgres")
+    >>> check_identifiers("SELECT jsdw FROM aipoi", cat, parsed=tree).unknown_columns
+    ('jsdw',)
     """
-    try:
-        trees = [t for t in _parse_all(sql) if t is not None]
-    except SqlglotError as err:
-        return IdentifierCheck((), (), _first_line(err))
-    except RecursionError:
-        return IdentifierCheck((), (), "query nested too deeply to parse")
+    if parsed is not None:
+        trees = [parsed]
+    else:
+        try:
+            trees = [t for t in _parse_all(sql) if t is not None]
+        except SqlglotError as err:
+            return IdentifierCheck((), (), _first_line(err))
+        except RecursionError:
+            return IdentifierCheck((), (), "query nested too deeply to parse")
     if not trees:
         return IdentifierCheck((), (), "no statement")
     unknown_tables: dict[str, None] = {}
@@ -418,7 +429,8 @@ def _parse_quietly(sql: str) -> exp.Expr:
 
 
 def _strip_leading_comments(sql: str) -> str:
-    return re.sub(r"^(?:\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/))*\s*", "", sql, flags=re.S)
+    """``sql`` from its first character outside whitespace and comments (nested ones too)."""
+    return sql[next(top_level(sql, r"\S"), len(sql)):]
 
 
 def _first_line(err: BaseException) -> str:

@@ -86,3 +86,16 @@ def test_diagnose_never_raises(raw: str, finish: str, question: str) -> None:
     got = diagnose(raw, extract_sql(raw), finish, question, "", CATALOG)
     assert set(got.flags) <= set(FLAGS)
     assert list(got.flags) == [f for f in FLAGS if f in got.flags]
+
+
+def test_a_pre_parsed_tree_is_used_for_names_and_truncation() -> None:
+    import sqlglot
+
+    raw = "SELECT name FROM rfgcpy WHERE jsdw = 1"
+    tree = sqlglot.parse_one("SELECT name FROM rfgcpy WHERE qsdw = 1 AND nope = 2", read="postgres")
+    got = diagnose(raw, extract_sql(raw), "stop", "", "", CATALOG, parsed=tree)
+    assert got.details.get("unknown_column") == "nope"
+    # a caller's tree means the statement parsed: no 'does not parse' truncation
+    cut = "SELECT name FROM rfgcpy WHERE"
+    assert "truncated" in diagnose(cut, extract_sql(cut), "stop", "", "", CATALOG).flags
+    assert "truncated" not in diagnose(cut, extract_sql(cut), "stop", "", "", CATALOG, parsed=tree).flags

@@ -90,3 +90,22 @@ def test_parse_error_is_reported_not_raised() -> None:
     check = check_identifiers("SELECT name FROM WHERE", CAT)
     assert check.parse_error and not check.unknown_columns
     assert parse_error("SELECT 1") is None
+
+
+def test_a_pre_parsed_tree_is_used_and_left_unchanged() -> None:
+    """``parsed=`` is what the check reads (so the pipeline parses once), and it does not mutate it."""
+    import sqlglot
+
+    tree = sqlglot.parse_one("SELECT p.jsdw FROM rfgcpy p JOIN hospital h ON p.id = h.id", read="postgres")
+    before = tree.sql(dialect="postgres")
+    # the text says something else: only the tree counts
+    got = check_identifiers("SELECT name FROM rfgcpy", CAT, parsed=tree)
+    assert (got.unknown_tables, got.unknown_columns) == (("hospital",), ("jsdw",))
+    assert tree.sql(dialect="postgres") == before
+    assert check_identifiers(before, CAT) == got
+
+
+def test_leading_nested_comments_before_ddl_are_skipped() -> None:
+    cat = SchemaCatalog.from_ddl("/* a /* nested */ comment */ -- x\nCREATE TABLE t1 (a int);\n"
+                                 "/* CREATE TABLE t2 (b int); */ CREATE TABLE t3 (c int);")
+    assert set(cat.tables) == {"t1", "t3"}
