@@ -6,11 +6,15 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.db.server import ConnInfo, server_answers
+from harness.db.server import ConnInfo, Server
 from harness.errors import ProvisionError
 
 
-class ExternalServer:
+class ExternalServer(Server):
+    """A server the user runs. Its role needs CREATEDB and CREATEROLE, and PostGIS must be available
+    in the databases it creates: inherited from template1, or created (which needs a superuser,
+    postgis not being a trusted extension)."""
+
     kind = "dsn"
 
     def __init__(self, dsn: str) -> None:
@@ -24,13 +28,6 @@ class ExternalServer:
         self._info = ConnInfo(host=str(params.get("host") or "localhost"), port=int(params.get("port") or 5432),
                               user=str(params.get("user") or "postgres"), dbname=str(params.get("dbname") or "postgres"),
                               password=None if password is None else str(password))
-
-    def __enter__(self) -> ExternalServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         try:
@@ -47,12 +44,6 @@ class ExternalServer:
     @property
     def admin(self) -> ConnInfo:
         return self._info
-
-    def is_alive(self) -> bool:
-        return server_answers(self._info)
-
-    def recover(self) -> bool:
-        return self.is_alive()
 
     def logs(self) -> str:
         return "(external server: see its own logs)"

@@ -13,17 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psycopg
-
-from harness.db.server import ConnInfo, server_answers
+from harness.db.server import ConnInfo, Server, exit_on_sigterm
 from harness.errors import ProvisionError
 
 POSTGIS_HINT = "Install PostGIS for the server's version, e.g. `apt-get install postgresql-15-postgis-3`."
@@ -81,12 +77,16 @@ def postgis_available(bindir: Path) -> bool:
     return bool(glob.glob(os.path.join(share, "extension", "postgis.control")))
 
 
-class LocalCluster:
-    """``with LocalCluster() as server: ...`` -- configure, start, wait until ready, stop."""
+class LocalCluster(Server):
+    """``with LocalCluster() as server: ...`` -- configure, start, wait until ready, stop.
+
+    ``initdb_options`` replace the cluster's encoding and locale (UTF8, C.UTF-8), e.g. to test the
+    harness against a server whose default is ``SQL_ASCII``."""
 
     kind = "local"
 
-    def __init__(self, *, startup_timeout: float = 30.0, base_dir: str | None = None) -> None:
+    def __init__(self, *, startup_timeout: float = 30.0, base_dir: str | None = None,
+                 initdb_options: tuple[str, ...] = ("-E", "UTF8", "--locale=C.UTF-8")) -> None:
         self.bindir = find_bindir()
         if not postgis_available(self.bindir):
             raise ProvisionError(f"PostGIS is not installed for the PostgreSQL in {self.bindir}. {POSTGIS_HINT}")
@@ -96,15 +96,9 @@ class LocalCluster:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._run_as: pwd.struct_passwd | None = None
         self._stopped = False
+        self.initdb_options = initdb_options
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def _started_root(self) -> Path:
         # an internal invariant, checked explicitly (an assert would vanish under python -O)
         if self.root is None:
@@ -135,10 +129,10 @@ class LocalCluster:
         if self._run_as is not None:
             os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
         atexit.register(self.stop)
-        self._install_signal_handlers()
+        exit_on_sigterm()
         self._start_watchdog()
         self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
-                   "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"], what="initdb")
+                   *self.initdb_options, "--no-sync", "--no-instructions"], what="initdb")
         with open(self.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as fh:
             for k, v in SERVER_SETTINGS.items():
                 fh.write(f"{k} = '{v}'\n")
@@ -149,24 +143,7 @@ class LocalCluster:
         # -l: without a log file pg_ctl keeps our pipes open and the call never returns
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
                    "-t", str(int(self.startup_timeout)), "start"], what="pg_ctl start")
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                with psycopg.connect(**self.admin.kwargs(connect_timeout=2), autocommit=True) as conn:
-                    conn.execute("SELECT 1")
-                    return
-            except psycopg.OperationalError as exc:
-                last = exc
-                time.sleep(0.1)
-        raise ProvisionError(f"The local PostgreSQL in {self.root} did not accept connections within "
-                             f"{self.startup_timeout:.0f}s ({last}).\nServer log:\n{self.logs()}")
-
-    def is_alive(self) -> bool:
-        return server_answers(self.admin)
+        self.wait_ready(self.startup_timeout, f"The local PostgreSQL in {self.root}")
 
     def recover(self) -> bool:
         """Restart a server that died (killed, crashed). Data survives: it is on disk."""
@@ -233,14 +210,7 @@ class LocalCluster:
 
     def _start_watchdog(self) -> None:
         """A detached process that tears the cluster down if this process dies without cleaning up."""
-        argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), str(self.bindir), str(self.root)]
+        argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), "local", str(self.bindir),
+                str(self.root)]
         self._watchdog = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def _install_signal_handlers(self) -> None:
-        # SIGTERM would otherwise skip atexit; turn it into a normal exit so stop() runs.
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            try:
-                signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-            except ValueError:  # not the main thread
-                pass

@@ -1,5 +1,11 @@
-"""``python -m harness.db.watchdog PID BINDIR ROOT``: waits for PID to die, then stops the cluster in
-ROOT and deletes it. Started detached by LocalCluster so that even ``kill -9`` leaves no server behind."""
+"""The harness's reaper: waits for the harness process to die, then removes what it left running.
+
+``python -m harness.db.watchdog PID local BINDIR ROOT`` stops the local cluster in ROOT and deletes it;
+``python -m harness.db.watchdog PID docker OWNER`` removes the containers labelled
+``org.txt2sql.owner=OWNER``. Provisioners start it detached (its own session, so Ctrl-C in the
+terminal does not reach it) and terminate it after a clean stop, so even ``kill -9`` of the harness
+leaves no server behind.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +27,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
-    pid, bindir, root = int(argv[0]), Path(argv[1]), Path(argv[2])
-    while _alive(pid):
-        time.sleep(0.5)
+def reap_local(bindir: Path, root: Path) -> None:
     datadir = root / "data"
     if (datadir / "postmaster.pid").exists():
         cmd = [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]
@@ -34,6 +37,37 @@ def main(argv: list[str]) -> int:
             kwargs = {"user": st.st_uid, "group": st.st_gid, "extra_groups": []}
         subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
     shutil.rmtree(root, ignore_errors=True)
+
+
+def reap_docker(owner: str) -> int:
+    """Remove (forcefully, with volumes) every container labelled with ``owner``; the number removed."""
+    import docker
+
+    from harness.db.docker import OWNER_LABEL
+    client = docker.from_env(timeout=30)
+    removed = 0
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}):
+            try:
+                container.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.NotFound:  # removed meanwhile
+                pass
+    finally:
+        client.close()
+    return removed
+
+
+def main(argv: list[str]) -> int:
+    pid, kind, args = int(argv[0]), argv[1], argv[2:]
+    while _alive(pid):
+        time.sleep(0.5)
+    if kind == "local":
+        reap_local(Path(args[0]), Path(args[1]))
+    elif kind == "docker":
+        reap_docker(args[0])
+    else:
+        return 2
     return 0
 
 
