@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant
-from harness.db.server import ConnInfo, Server, admin_connection
+from harness.db.server import ConnInfo, Server, admin_connection, create_utf8_database, ensure_postgis
 from harness.errors import BenchmarkError, InfrastructureError
 
 
@@ -95,9 +95,9 @@ class FixtureDatabases:
 
     def _build_template(self, admin: ConnInfo, spec: DatabaseSpec, variant: DataVariant, tpl: str) -> None:
         with admin_connection(admin) as conn:
-            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(tpl)))
+            create_utf8_database(conn, tpl)
         with admin_connection(admin, dbname=tpl, timeout=30) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            ensure_postgis(conn, admin)
             self._load(conn, spec.schema_path, spec.schema_sql)
             if variant.path is not None:
                 self._load(conn, variant.path, _read_sql(variant.path))
