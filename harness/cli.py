@@ -125,6 +125,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return finetune_from_args(args)
 
 
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from harness.db.image import LOCAL_TAG, build_image
+    result = build_image(args.tag or LOCAL_TAG, force=args.force,
+                         say=lambda msg: print(f"txt2sql image build: {msg}", file=sys.stderr, flush=True))
+    print(result.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="txt2sql", description="Text-to-SQL evaluation harness for PostGIS.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -164,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lora-r", type=int, default=8)
     f.add_argument("--limit", type=int)
     f.set_defaults(func=cmd_finetune)
+
+    im = sub.add_parser("image", help="the harness's PostGIS image for --db docker")
+    im_sub = im.add_subparsers(dest="image_command", required=True)
+    ib = im_sub.add_parser("build", help="build it from the distribution's packages, without any registry")
+    ib.add_argument("--tag", help="image name (default txt2sql-postgis:15-3, which --db docker falls back to)")
+    ib.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
+    ib.set_defaults(func=cmd_image_build)
     return p
 
 
