@@ -60,6 +60,7 @@ class EvalConfig:
     cache_dir: Path | None = None  # None: default cache; use_cache=False disables
     use_cache: bool = True
     progress: bool = True
+    docker_image: str | None = None  # --db docker: None = TXT2SQL_DOCKER_IMAGE, else the official image
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
     backend = backend or build_backend(config)
     warnings = list(getattr(backend, "warnings", []) or [])
     try:
-        with provision(config.db) as server, \
+        with provision(config.db, docker_image=config.docker_image) as server, \
                 FixtureDatabases(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as fixtures:
             before = fixtures.checksums()
             t0 = time.monotonic()
