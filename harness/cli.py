@@ -7,59 +7,24 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from harness.benchmark.loader import default_benchmark_dir
 from harness.errors import Txt2SqlError
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=None,
-                   help="hf:PATH | lora:ADAPTER_DIR | openai:MODEL | replay:FILE | embedded (default)")
-    g.add_argument("--base-model", help="base model for lora: adapters (overrides adapter_config.json)")
-    g.add_argument("--template", help="prompt template name (default: the adapter's recorded one, else seed-zh)")
-    g.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
-    g.add_argument("--device-map", default=None, help="transformers device_map, e.g. auto")
-    g.add_argument("--quantize", choices=("8bit", "4bit"), help="load with bitsandbytes (GPU)")
-    g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--api-base", help="openai: base URL (default $OPENAI_BASE_URL)")
-    g.add_argument("--price-in", type=float, help="openai: CNY per 1k prompt tokens")
-    g.add_argument("--price-out", type=float, help="openai: CNY per 1k completion tokens")
-    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option, repeatable (e.g. load_in_8bit=true, concurrency=8, retries=5, timeout=60)")
-    g.add_argument("--no-cache", action="store_true", help="do not reuse or store generations")
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``txt2sql gate: error: argument --max-drop: 5 is out of range:
+    expected a number in [0, 1] (see txt2sql gate --help)``, exit status 2."""
 
-
-def _add_eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--benchmark", type=Path, default=None, help="benchmark directory (default: fixtures/hangzhou)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--db", default="auto", help="auto | local | docker | postgresql://... (default auto)")
-    p.add_argument("--out", type=Path, help="run directory (default runs/<benchmark>-<split>-<model>-<time>)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N questions")
-    p.add_argument("--statement-timeout", type=float, default=10.0, help="seconds per query (default 10)")
-    p.add_argument("--row-cap", type=int, default=100_000, help="max rows fetched per query (default 100000)")
-    p.add_argument("--no-progress", action="store_true")
-    _add_model_options(p)
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def eval_config_from_args(args: argparse.Namespace):  # -> EvalConfig
-    from harness.models.base import BackendOptions, GenerationConfig
-    from harness.pipeline import DEFAULT_MODEL, EvalConfig
-    extra = {}
-    for item in args.model_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise Txt2SqlError(f"--model-option {item!r}: expected KEY=VALUE, e.g. --model-option concurrency=8")
-        extra[key.strip()] = value.strip()
-    options = BackendOptions(base_model=args.base_model, dtype=args.dtype, device_map=args.device_map,
-                             quantize=args.quantize, template=args.template, api_base=args.api_base,
-                             price_in_cny_per_1k=args.price_in, price_out_cny_per_1k=args.price_out, extra=extra)
-    return EvalConfig(benchmark=args.benchmark or default_benchmark_dir(), split=args.split,
-                      model=args.model or DEFAULT_MODEL, db=args.db, out=args.out, options=options,
-                      generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
-                      statement_timeout_ms=int(args.statement_timeout * 1000), row_cap=args.row_cap,
-                      limit=args.limit, use_cache=not args.no_cache, progress=not args.no_progress)
+    from harness.options import eval_config
+    values = vars(args)
+    return eval_config(values, benchmark=args.benchmark or default_benchmark_dir())
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -83,12 +48,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from harness.gate.gate import GateConfig, decide, load_baseline
+    from harness.gate.gate import decide, load_baseline
+    from harness.options import gate_config
     from harness.report.console import print_gate
     from harness.report.records import load_run
-    cfg = GateConfig(max_accuracy_drop=args.max_drop, max_degenerate_rise=args.max_degenerate_rise,
-                     max_refused_rise=args.max_refused_rise, alpha=args.alpha)
-    decision = decide(load_baseline(args.baseline), load_run(args.candidate), cfg)
+    decision = decide(load_baseline(args.baseline), load_run(args.candidate), gate_config(vars(args)))
     print_gate(decision, Console())
     return 0 if decision.passed else 1
 
@@ -134,20 +98,17 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="txt2sql", description="Text-to-SQL evaluation harness for PostGIS.")
+    from harness.options import EVAL, GATE, add_to_argparse
+    p = Parser(prog="txt2sql", description="Text-to-SQL evaluation harness for PostGIS.")
     p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     e = sub.add_parser("eval", help="generate, execute and score a benchmark split")
-    _add_eval_options(e)
+    add_to_argparse(e, EVAL)
     e.set_defaults(func=cmd_eval)
 
     g = sub.add_parser("gate", help="fail (exit 1) if a candidate run regresses against a baseline")
-    g.add_argument("--baseline", required=True, help="baseline run directory or its summary.json")
     g.add_argument("--candidate", required=True, help="candidate run directory")
-    g.add_argument("--max-drop", type=float, default=0.02, help="max allowed accuracy drop (absolute, 0.02)")
-    g.add_argument("--max-degenerate-rise", type=float, default=0.02)
-    g.add_argument("--max-refused-rise", type=float, default=0.02)
-    g.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    add_to_argparse(g, GATE)
     g.set_defaults(func=cmd_gate)
 
     c = sub.add_parser("compare", help="HTML + Markdown report comparing runs")

@@ -2,7 +2,8 @@
 
 ``execution_match`` (strict): rows as multisets (duplicates count); row order matters only when the
 gold's outermost query has ORDER BY; column names are ignored; column order is ignored but the number
-of columns must be equal; numbers within relative 1e-6; NULL = NULL; geometry topologically.
+of columns must be equal; numbers within relative 1e-6; NULL = NULL; geometry topologically; a value
+of one type never equals a value of another (``harness.scoring.normalise``).
 
 ``superset=True`` is the lenient secondary metric: the prediction may have extra columns.
 """
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.db.executor import ResultSet
-from harness.scoring.normalise import candidate_mappings, canonical_value, multiset_equal, sequence_equal
+from harness.scoring.columns import MAX_ASSIGNMENTS, ColumnSearch
+from harness.scoring.normalise import canonical_column, json_text, multiset_equal, sequence_equal
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,10 @@ class Verdict:
     reason: str = ""
 
 
-def _canonical(rs: ResultSet) -> list[tuple[Any, ...]]:
-    return [tuple(canonical_value(v) for v in row) for row in rs.rows]
+def canonical_columns(rs: ResultSet) -> list[list[Any]]:
+    """Step 1 for a whole result: one list of canonical values per column, each by its column's type."""
+    types = rs.types if len(rs.types) == len(rs.columns) else ("",) * len(rs.columns)
+    return [canonical_column([row[i] for row in rs.rows], types[i]) for i in range(len(rs.columns))]
 
 
 def execution_match(gold: ResultSet, pred: ResultSet, *, ordered: bool, superset: bool = False) -> Verdict:
@@ -34,14 +38,22 @@ def execution_match(gold: ResultSet, pred: ResultSet, *, ordered: bool, superset
         return Verdict(False, f"{pw} columns, gold has {gw}")
     if len(gold.rows) != len(pred.rows):
         return Verdict(False, f"{len(pred.rows)} rows, gold has {len(gold.rows)}")
-    g, p = _canonical(gold), _canonical(pred)
     if gw == 0:
         return Verdict(True)
+    g_cols, p_cols = canonical_columns(gold), canonical_columns(pred)
+    g_rows = list(zip(*g_cols, strict=True))
     compare = sequence_equal if ordered else multiset_equal
-    for mapping in candidate_mappings(g, p, gw, pw):
-        projected = [tuple(row[j] for j in mapping) for row in p]
-        if compare(g, projected):
+    search = ColumnSearch(g_cols, p_cols)
+    for mapping in search:
+        projected = list(zip(*(p_cols[j] for j in mapping), strict=True))
+        if compare(g_rows, projected):
             return Verdict(True)
+    if search.gave_up:
+        return Verdict(False, f"columns too ambiguous to match: gave up after {MAX_ASSIGNMENTS} column orders")
+    if any(not c for c in search.candidates):
+        missing = next(i for i, c in enumerate(search.candidates) if not c)
+        return Verdict(False, f"no predicted column holds the values of gold column {missing + 1} "
+                              f"({gold.columns[missing]!r})")
     return Verdict(False, "row values differ" + (" (order matters: gold has ORDER BY)" if ordered else ""))
 
 
@@ -52,11 +64,17 @@ def first_differences(gold: ResultSet, pred: ResultSet, limit: int = 3) -> str:
     for i in range(min(limit, max(len(gold.rows), len(pred.rows)))):
         g = gold.rows[i] if i < len(gold.rows) else "-"
         p = pred.rows[i] if i < len(pred.rows) else "-"
-        if g != p:
+        if _short(g) != _short(p):
             lines.append(f"  row {i + 1}: gold {_short(g)} | predicted {_short(p)}")
     return "\n".join(lines)
 
 
 def _short(row: object) -> str:
-    text = str(tuple(str(v) for v in row)) if isinstance(row, tuple) else str(row)
+    text = str(tuple(_cell(v) for v in row)) if isinstance(row, tuple) else str(row)
     return text if len(text) < 160 else text[:157] + "..."
+
+
+def _cell(value: object) -> str:
+    """A cell for a diff, never the whole of a huge value; nested values without recursion."""
+    text = json_text(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return text if len(text) < 60 else text[:57] + "..."

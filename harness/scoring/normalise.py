@@ -1,19 +1,35 @@
 """Result normalisation as an ordered list of small named steps (cf. sqlglot's optimizer RULES):
 
-1. ``canonical_value``: numbers -> float, geometry -> normalised shape, JSON/arrays -> hashable text
-2. ``match_columns``: find a permutation of the prediction's columns that fits the gold's
-3. ``sort_rows`` unless the gold's outermost query has ORDER BY (``gold_is_ordered``)
-4. ``rows_equal``: numbers within a relative tolerance, geometry topologically, the rest exactly
+1. ``canonical_column``: every cell becomes a canonical value *of its column's type*: numbers of any
+   numeric type -> float; text types -> str; json/jsonb -> ``Json``; geometry -> ``Geo``; a type
+   without a natural Python counterpart (inet, enums, ranges, records...) -> ``Typed``. So a value of
+   one type never equals a value of another: jsonb ``5`` is not bigint 5, JSON ``null`` is not SQL
+   NULL, text ``'NaN'`` is not numeric NaN, inet is not text.
+2. column matching (``harness.scoring.columns``): a permutation of the prediction's columns that fits
+   the gold's
+3. ``multiset_equal`` unless the gold's outermost query has ORDER BY (``gold_is_ordered``), then
+   ``sequence_equal``
+4. ``values_equal``: numbers within a relative tolerance of ``REL_TOL``, geometry topologically, the
+   rest exactly
+
+No step recurses without bound: JSON is serialised with an explicit stack, and arrays nest at most
+as deep as PostgreSQL allows (6 dimensions).
+
+>>> canonical_value(5, "int8") == canonical_value(5, "jsonb")
+False
+>>> values_equal(canonical_value(10.005, "numeric"), canonical_value(10.004999999999999, "float8"))
+True
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import decimal
-import itertools
 import json
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,7 +44,17 @@ from sqlglot.errors import ParseError, TokenError
 from harness.db.executor import GeoValue
 
 REL_TOL = 1e-6
-MAX_PERMUTATIONS = 5040  # 7 columns; wider results are matched greedily by column signature
+ABS_TOL = 1e-9
+MAX_ARRAY_DEPTH = 6  # PostgreSQL's MAXDIM; anything deeper is compared as flat text
+MAX_MATCHING_STEPS = 2_000_000  # bound on the bipartite fallback of multiset_equal
+
+NUMBER_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8", "oid"})
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name", "char", "unknown", "citext"})
+JSON_TYPES = frozenset({"json", "jsonb"})
+GEO_TYPES = frozenset({"geometry", "geography"})
+# types whose Python value (from psycopg) already says what it is: no type tag needed
+NATURAL_TYPES = frozenset({"bool", "date", "time", "timetz", "timestamp", "timestamptz", "interval",
+                           "uuid", "bytea"}) | NUMBER_TYPES | TEXT_TYPES | GEO_TYPES
 
 
 @dataclass(frozen=True)
@@ -42,32 +68,163 @@ class Geo:
         return f"{self.srid}:{shapely.to_wkt(self.geom, rounding_precision=6)}"
 
 
-def canonical_value(value: Any) -> Any:
-    """Step 1. Values of different kinds never compare equal (WKT text is not a geometry)."""
-    if value is None or isinstance(value, (bool, str, bytes)):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else str(value)
-    if isinstance(value, GeoValue):
-        return _geo(value.hex)
-    if isinstance(value, (dt.date, dt.datetime, dt.time, dt.timedelta, uuid.UUID)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return tuple(canonical_value(v) for v in value)
-    if isinstance(value, dict):
-        return "json:" + json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
 @dataclass(frozen=True)
 class RawGeo:
     """A geometry GEOS cannot read (curves, TIN, polyhedral surfaces): compared by its exact EWKB."""
 
     hex: str
+
+
+@dataclass(frozen=True)
+class Json:
+    """A json/jsonb value as canonical text: keys sorted, no whitespace, numbers as numbers
+    (``1.0`` is ``1``). Never equal to a value of another type, nor to SQL NULL."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A value of a type with no natural Python counterpart (inet, cidr, enums, ranges, records,
+    money...): equal only to a value of the same type with the same canonical form."""
+
+    type: str
+    value: Any
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def canonical_column(values: Sequence[Any], pg_type: str = "") -> list[Any]:
+    """Step 1 for one column of one result (``pg_type`` as ``ResultSet.types`` names it)."""
+    return [canonical_value(v, pg_type) for v in values]
+
+
+def canonical_value(value: Any, pg_type: str = "") -> Any:
+    """Step 1 for one cell. Without a type name (``""``) the Python value alone decides.
+
+    >>> canonical_value(None, "jsonb") is None, canonical_value("null", "jsonb")
+    (True, Json(text='null'))
+    >>> canonical_value("NaN", "text") == canonical_value(decimal.Decimal("NaN"), "numeric")
+    False
+    """
+    if value is None:
+        return None
+    if pg_type in JSON_TYPES:
+        return json_value(value)
+    if pg_type.startswith("_"):
+        return _array(value, pg_type[1:], 1)
+    plain = _plain(value)
+    if not pg_type or pg_type in NATURAL_TYPES:
+        return plain
+    return Typed(pg_type, plain if _hashable(plain) else str(value))
+
+
+def _plain(value: Any) -> Any:
+    """A canonical value from the Python value alone."""
+    if isinstance(value, (bool, str, bytes)):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)  # NaN and +-Infinity become float nan / inf, never the text 'NaN'
+    if isinstance(value, GeoValue):
+        return _geo(value.hex)
+    if isinstance(value, (dt.date, dt.datetime, dt.time, dt.timedelta, uuid.UUID)):
+        return value
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, (list, tuple)):
+        return _array(value, "", 1)
+    if isinstance(value, dict):
+        return json_value(value)
+    return str(value)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _array(value: Any, element_type: str, depth: int) -> Any:
+    """A PostgreSQL array (nested lists, at most 6 deep) as a tuple of canonical elements."""
+    if not isinstance(value, (list, tuple)):
+        return canonical_value(value, element_type)
+    if depth > MAX_ARRAY_DEPTH:
+        return Typed("array", json_value(list(value)).text)
+    return tuple(_array(v, element_type, depth + 1) if isinstance(v, (list, tuple))
+                 else canonical_value(v, element_type) for v in value)
+
+
+def json_value(value: Any) -> Json:
+    """A json/jsonb value, whether the executor delivered its text (a ``str``) or psycopg's parsed
+    Python value. Text that cannot be parsed, or nests too deep for the parser, is compared as text.
+
+    >>> json_value('{"b": [1.0, 2], "a": null}')
+    Json(text='{"a":null,"b":[1,2]}')
+    >>> json_value("[" * 5000 + "]" * 5000).text[:3]
+    '[[['
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, parse_float=decimal.Decimal)
+        except (ValueError, RecursionError):
+            return Json("".join(value.split()))
+    return Json(json_text(value))
+
+
+def json_text(value: Any) -> str:
+    """Canonical JSON text of a parsed value, built with an explicit stack (no recursion, so any depth).
+
+    >>> json_text({"k": [True, None, 1.50, "名"]})
+    '{"k":[true,null,1.5,"名"]}'
+    """
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            out.append(item.text)
+            continue
+        if isinstance(item, dict):
+            parts: list[Any] = [_Token("{")]
+            for i, key in enumerate(sorted(item, key=str)):
+                parts += [_Token(("," if i else "") + json.dumps(str(key), ensure_ascii=False) + ":"), item[key]]
+            parts.append(_Token("}"))
+        elif isinstance(item, (list, tuple)):
+            parts = [_Token("[")]
+            for i, element in enumerate(item):
+                parts += [_Token(","), element] if i else [element]
+            parts.append(_Token("]"))
+        else:
+            out.append(_json_scalar(item))
+            continue
+        stack.extend(reversed(parts))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+
+
+def _json_scalar(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float, decimal.Decimal)):
+        number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
+        if not number.is_finite():
+            return str(number)
+        if number == number.to_integral_value():
+            return str(int(number))
+        return format(number.normalize(), "f")
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 @lru_cache(maxsize=65536)
@@ -80,42 +237,24 @@ def _geo(hex_ewkb: str) -> Geo | RawGeo:
         return RawGeo(hex_ewkb.upper())
 
 
-def _coarse(value: Any) -> Any:
-    """A sort/hash key that equal-within-tolerance values share (numbers rounded coarsely)."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return (1, "nan")
-        if value == 0 or math.isinf(value):
-            return (1, value)
-        return (1, float(f"{value:.4g}"))
-    if isinstance(value, Geo):
-        return (2, value.srid, round(float(shapely.area(value.geom)), 6), round(float(shapely.length(value.geom)), 6),
-                shapely.get_type_id(value.geom))
-    if value is None:
-        return (0, "")
-    if isinstance(value, tuple):
-        return (3, tuple(_coarse(v) for v in value))
-    return (4, type(value).__name__, str(value))
-
-
 def values_equal(a: Any, b: Any) -> bool:
-    """Step 4 for one cell. NULL equals NULL."""
+    """Step 4 for one cell. NULL equals NULL (and nothing else)."""
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, float) and isinstance(b, float):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9)
-    if isinstance(a, Geo) and isinstance(b, Geo):
+        return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    if isinstance(a, Geo):
         if a.srid != b.srid:
             return False
         if a.geom.is_empty or b.geom.is_empty:
             return bool(a.geom.is_empty and b.geom.is_empty)
         return bool(shapely.equals(a.geom, b.geom))
-    if isinstance(a, tuple) and isinstance(b, tuple):
+    if isinstance(a, tuple):
         return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is not type(b):
-        return False
     return bool(a == b)
 
 
@@ -123,56 +262,157 @@ def rows_equal(a: Sequence[Any], b: Sequence[Any]) -> bool:
     return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def multiset_equal(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> bool:
-    """Rows as multisets (duplicates count), with tolerant cell equality."""
+def sequence_equal(gold: Sequence[tuple[Any, ...]], pred: Sequence[tuple[Any, ...]]) -> bool:
+    """Step 3 when order matters: row i against row i."""
+    return len(gold) == len(pred) and all(rows_equal(g, p) for g, p in zip(gold, pred, strict=True))
+
+
+# --------------------------------------------------------------------------- multisets under tolerance
+
+
+class _Marker:
+    """Stands in the exact key for a cell compared with tolerance (never equal to any data value)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_FINITE, _NAN, _POS_INF, _NEG_INF, _GEO = (_Marker(n) for n in ("finite", "nan", "+inf", "-inf", "geo"))
+
+
+def _exact_part(value: Any) -> tuple[Any, bool]:
+    """(the part of a cell that must be equal exactly, whether the cell also needs a tolerant check)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return _NAN, False
+        if math.isinf(value):
+            return (_POS_INF if value > 0 else _NEG_INF), False
+        return _FINITE, True
+    if isinstance(value, Geo):
+        return (_GEO, value.srid, bool(value.geom.is_empty)), True
+    if isinstance(value, tuple):
+        parts = [_exact_part(v) for v in value]
+        return tuple(p for p, _ in parts), any(loose for _, loose in parts)
+    return value, False
+
+
+def _sort_key(value: Any) -> Any:
+    """A total order in which values equal within tolerance lie next to each other."""
+    if value is None:
+        return (0,)
+    if isinstance(value, float):
+        return (1, 0.0 if math.isnan(value) else value)
+    if isinstance(value, Geo):
+        return (2, value.key())
+    if isinstance(value, tuple):
+        return (3, tuple(_sort_key(v) for v in value))
+    return (4, type(value).__name__, str(value))
+
+
+def multiset_equal(gold: Sequence[tuple[Any, ...]], pred: Sequence[tuple[Any, ...]]) -> bool:
+    """Step 3 when order does not matter: is there a one-to-one pairing of gold rows with predicted
+    rows such that every pair is ``rows_equal``? Exactly that, with no rounding of numbers: rows are
+    grouped by their exactly-compared cells, and within a group the tolerant cells are paired by
+    sorting, or, when sorting cannot pair them, by bipartite matching.
+
+    >>> multiset_equal([(10.005, "a"), (10.004999999, "b")], [(10.004999999, "a"), (10.005, "b")])
+    True
+    """
     if len(gold) != len(pred):
         return False
-    buckets: dict[Any, list[tuple[Any, ...]]] = {}
-    for row in pred:
-        buckets.setdefault(tuple(_coarse(v) for v in row), []).append(row)
-    for row in gold:
-        bucket = buckets.get(tuple(_coarse(v) for v in row))
-        if not bucket:
+    gold_groups, pred_groups = _groups(gold), _groups(pred)
+    if gold_groups.keys() != pred_groups.keys():
+        return False
+    for key, g_rows in gold_groups.items():
+        p_rows = pred_groups[key]
+        if len(g_rows) != len(p_rows):
             return False
-        for i, cand in enumerate(bucket):
-            if rows_equal(row, cand):
-                bucket.pop(i)
-                break
-        else:
+        if g_rows[0][0] and not _pair_tolerant(g_rows, p_rows):
             return False
     return True
 
 
-def sequence_equal(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> bool:
-    return len(gold) == len(pred) and all(rows_equal(g, p) for g, p in zip(gold, pred, strict=True))
+def _groups(rows: Sequence[tuple[Any, ...]]) -> dict[Any, list[tuple[bool, tuple[Any, ...]]]]:
+    groups: dict[Any, list[tuple[bool, tuple[Any, ...]]]] = defaultdict(list)
+    for row in rows:
+        key, loose = _exact_part(tuple(row))
+        groups[key].append((loose, row))
+    return groups
 
 
-def column_signature(rows: list[tuple[Any, ...]], index: int) -> tuple[Any, ...]:
-    return tuple(sorted((_coarse(r[index]) for r in rows), key=repr))
+def _pair_tolerant(gold: list[tuple[bool, tuple[Any, ...]]], pred: list[tuple[bool, tuple[Any, ...]]]) -> bool:
+    g = sorted((row for _, row in gold), key=_sort_key)
+    p = sorted((row for _, row in pred), key=_sort_key)
+    if sequence_equal(g, p):
+        return True
+    # One finite number per row is the one-dimensional case, where pairing in sorted order is exact
+    # (each value's tolerance window is an interval that moves up with the value): no search needed.
+    loose = [v for v in g[0] if _exact_part(v)[1]]
+    if len(loose) == 1 and isinstance(loose[0], float):
+        return False
+    return _perfect_matching(g, p)
 
 
-def candidate_mappings(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]], gold_width: int,
-                       pred_width: int) -> itertools.chain[tuple[int, ...]]:
-    """Step 2: for each gold column, the prediction columns whose value multiset could match it; yield
-    assignments (gold column i -> prediction column m[i]), most plausible first."""
-    gold_sigs = [column_signature(gold, i) for i in range(gold_width)]
-    pred_sigs = [column_signature(pred, j) for j in range(pred_width)]
-    options = []
-    for gs in gold_sigs:
-        same = [j for j, ps in enumerate(pred_sigs) if ps == gs]
-        options.append(same or list(range(pred_width)))
+def _perfect_matching(gold: list[tuple[Any, ...]], pred: list[tuple[Any, ...]]) -> bool:
+    """Kuhn's augmenting paths (iterative) over the pairs that are ``rows_equal``. Candidates of a gold
+    row are looked up in a window of the predictions sorted by its first finite number, when it has one.
+    Gives up (no match) after ``MAX_MATCHING_STEPS`` comparisons."""
+    column = next((i for i, v in enumerate(gold[0]) if isinstance(v, float) and math.isfinite(v)), None)
+    if column is not None:
+        pred = sorted(pred, key=lambda r: r[column])
+    values = [r[column] for r in pred] if column is not None else []
+    steps = [0]
 
-    def assignments() -> Iterator[tuple[int, ...]]:
-        count = 0
-        for combo in itertools.product(*options):
-            if len(set(combo)) != len(combo):
-                continue
-            count += 1
-            if count > MAX_PERMUTATIONS:
-                return
-            yield combo
+    def candidates(row: tuple[Any, ...]) -> Iterator[int]:
+        if column is None:
+            indexes: Sequence[int] = range(len(pred))
+        else:
+            x = row[column]
+            d = 2 * REL_TOL * abs(x) + ABS_TOL
+            indexes = range(bisect.bisect_left(values, x - d), bisect.bisect_right(values, x + d))
+        for j in indexes:
+            steps[0] += 1
+            if rows_equal(row, pred[j]):
+                yield j
 
-    return itertools.chain(assignments())
+    edges = [list(candidates(row)) for row in gold]
+    if steps[0] > MAX_MATCHING_STEPS or any(not e for e in edges):
+        return False
+    return _kuhn(edges, len(pred))
+
+
+def _kuhn(edges: list[list[int]], n_right: int) -> bool:
+    """Is there a matching that covers every left vertex? Augmenting paths found with an explicit stack."""
+    match_right = [-1] * n_right
+    match_left = [-1] * len(edges)
+    for start in range(len(edges)):
+        via: dict[int, int] = {}  # right vertex -> the left vertex it was reached from
+        stack, seen, free = [start], {start}, -1
+        while stack and free < 0:
+            left = stack.pop()
+            for right in edges[left]:
+                if right in via:
+                    continue
+                via[right] = left
+                if match_right[right] < 0:
+                    free = right
+                    break
+                if match_right[right] not in seen:
+                    seen.add(match_right[right])
+                    stack.append(match_right[right])
+        if free < 0:
+            return False
+        while free >= 0:  # flip the path: every right vertex on it takes the left one that reached it
+            left = via[free]
+            previous = match_left[left]
+            match_right[free], match_left[left] = left, free
+            free = previous
+    return True
 
 
 @lru_cache(maxsize=4096)
@@ -188,6 +428,11 @@ def gold_is_ordered(gold_sql: str) -> bool:
         tree = sqlglot.parse_one(gold_sql, read="postgres")
     except (ParseError, TokenError):
         return " order by " in " ".join(gold_sql.lower().split()[-40:])
+    return tree_is_ordered(tree)
+
+
+def tree_is_ordered(tree: exp.Expr | None) -> bool:
+    """``gold_is_ordered`` for a statement already parsed."""
     if isinstance(tree, exp.Subquery):
         tree = tree.unnest()
     return tree is not None and tree.args.get("order") is not None
