@@ -41,19 +41,9 @@ state_key = pytest.StashKey[SessionState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("txt2sql", "txt2sql text-to-SQL benchmark")
-    g.addoption("--model", default=None, help="model spec: embedded (default), hf:, lora:, openai:, replay:")
-    g.addoption("--base-model", default=None, help="base model for lora: adapters")
-    g.addoption("--benchmark", default=None, help="benchmark directory (overrides the .txt2sql.json file)")
-    g.addoption("--split", default=None, help="split name (overrides the .txt2sql.json file)")
-    g.addoption("--db", default="auto", help="auto | local | docker | postgresql://...")
-    g.addoption("--template", default=None, help="prompt template")
-    g.addoption("--quantize", default=None, choices=("8bit", "4bit"))
-    g.addoption("--txt2sql-out", default=None, help="run directory for results.jsonl / summary.json")
-    g.addoption("--baseline", default=None, help="baseline run (dir or summary.json) for --gate")
-    g.addoption("--gate", action="store_true", help="fail the session if the run regresses against --baseline")
-    g.addoption("--no-txt2sql-progress", action="store_true", dest="quiet_txt2sql",
-                help="no progress bars for generation and scoring")
+    """The same options as ``txt2sql eval`` and ``txt2sql gate``, from the one table in harness.options."""
+    from harness.options import add_to_pytest
+    add_to_pytest(parser.getgroup("txt2sql", "txt2sql text-to-SQL benchmark"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,6 +92,8 @@ class QuestionItem(pytest.Item):
     def runtest(self) -> None:
         run = _run_for(self.parent)  # type: ignore[arg-type]
         result = next((i for i in run.items if i.id == self.question.id), None)
+        if result is None and self.config.getoption("limit"):
+            pytest.skip(f"not evaluated: beyond --limit {self.config.getoption('limit')}")
         if result is None:
             raise Txt2SqlError(f"question {self.question.id} was not evaluated")
         self.user_properties.extend([("status", result.status), ("flags", ",".join(result.flags)),
@@ -156,26 +148,23 @@ def _run_for(bench_file: BenchmarkFile) -> Any:
 
 
 def _evaluate(bench_file: BenchmarkFile, ids: set[str] | None) -> Any:
-    from harness.models.base import BackendOptions
-    from harness.pipeline import DEFAULT_MODEL, EvalConfig, evaluate
-    opt = bench_file.config.getoption
+    from harness.options import eval_config, gate_config
+    from harness.pipeline import evaluate
+    values = vars(bench_file.config.option)
     bench, split = bench_file.spec()
-    out = opt("txt2sql_out")
-    config = EvalConfig(benchmark=bench, split=split, model=opt("model") or DEFAULT_MODEL, db=opt("db"),
-                        out=Path(out) if out else None,
-                        options=BackendOptions(base_model=opt("base_model"), template=opt("template"),
-                                               quantize=opt("quantize")),
-                        ids=frozenset(ids) if ids else None,
-                        progress=bench_file.config.getoption("verbose") >= 0 and not opt("quiet_txt2sql"))
+    quiet = bench_file.config.getoption("verbose") < 0 or values.get("no_progress") is not None
+    config = eval_config(values, benchmark=bench, split=split, ids=frozenset(ids) if ids else None,
+                         progress=not quiet)
     # generation takes minutes: show its progress bar on the terminal, past pytest's output capture
     capman = bench_file.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
         result = evaluate(config)
-    if opt("gate") and opt("baseline"):
-        from harness.gate.gate import GateConfig, decide, load_baseline
+    if values.get("gate") and values.get("baseline"):
+        from harness.gate.gate import decide, load_baseline
         from harness.report.records import Run
         candidate = Run(result.out, result.summary, result.items)
-        bench_file.config.stash[state_key].gate = decide(load_baseline(opt("baseline")), candidate, GateConfig())
+        bench_file.config.stash[state_key].gate = decide(load_baseline(values["baseline"]), candidate,
+                                                         gate_config(values))
     return result
 
 

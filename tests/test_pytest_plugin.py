@@ -74,3 +74,22 @@ def test_gate_fails_the_session_on_a_regression(project, tmp_path):
                               f"--txt2sql-out={pytester.path / 'again'}", f"--baseline={base}", "--gate")
     assert same.ret == pytest.ExitCode.OK
     assert re.search(r"txt2sql gate =+\nPASSED", same.stdout.str())
+
+
+@pytest.mark.parametrize(("arg", "accepted"), [("--max-new-tokens=0", ">= 1"), ("--max-drop=5", "in [0, 1]"),
+                                               ("--statement-timeout=-1", ">= 0.001")])
+def test_a_bad_option_value_is_a_usage_error_naming_the_range(pytester, arg, accepted):
+    result = pytester.runpytest(arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert f"argument {arg.split('=')[0]}" in err and accepted in err and "Traceback" not in err
+
+
+def test_options_reach_the_evaluation(project):
+    pytester, preds = project
+    out = pytester.path / "run"
+    result = pytester.runpytest("benchmarks/", f"--model=replay:{preds}", "--db=local", f"--txt2sql-out={out}",
+                                "-p", "no:cacheprovider", "--limit=2", "--no-txt2sql-progress", "-rs")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2  # --limit reached the pipeline; the other items say why they did not run
+    assert result.parseoutcomes()["skipped"] == 4 and "beyond --limit 2" in result.stdout.str()

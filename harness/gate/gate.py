@@ -66,12 +66,9 @@ class GateConfig:
     bootstrap_seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
-        for name in ("max_accuracy_drop", "max_degenerate_rise", "max_refused_rise"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"GateConfig.{name} must be an absolute fraction in [0, 1], got {value}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"GateConfig.alpha must be in (0, 1), got {self.alpha}")
+        from harness.options import check_ranges  # the ranges live in the option table, with the flags
+
+        check_ranges(self)
         if self.bootstrap_samples < 1:
             raise ValueError(f"GateConfig.bootstrap_samples must be positive, got {self.bootstrap_samples}")
 
