@@ -10,6 +10,7 @@ recipe; building again when nothing changed only compares that label.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ LOCAL_TAG = "txt2sql-postgis:15-3"
 RECIPE_LABEL = "org.txt2sql.recipe"
 PACKAGES = ("postgresql-15-postgis-3", "postgresql-15-postgis-3-scripts")
 RECIPE_VERSION = 1
+PODMAN_SPILL = "/var/tmp/api_load.tar*"
 
 # Mimics the official postgres image's entrypoint for what testcontainers and the harness use:
 # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, a UTF8 cluster, listen on all addresses, scram
@@ -170,6 +172,7 @@ def build_image(tag: str = LOCAL_TAG, *, force: bool = False,
             say(f"importing {root} as {tag}")
             _import(client, recipe, root, tag)
         finally:
+            _unmount_below(work)  # debootstrap mounts /proc and /sys in the tree; never delete through them
             shutil.rmtree(work, ignore_errors=True)
     finally:
         client.close()
@@ -201,6 +204,16 @@ def _debootstrap(recipe: Recipe, root: Path, mirror: str) -> None:
                 item.unlink()
 
 
+def _unmount_below(path: Path) -> None:
+    prefix = str(path.resolve()) + "/"
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, stdin=subprocess.DEVNULL)
+
+
 def _import(client: Any, recipe: Recipe, root: Path, tag: str) -> None:
     """``docker import`` of the tree, streamed through tar (the API takes a tar archive), then tagged.
 
@@ -209,13 +222,18 @@ def _import(client: Any, recipe: Recipe, root: Path, tag: str) -> None:
     changes = [*recipe.changes(), f"LABEL {RECIPE_LABEL}={recipe.digest}"]
     repository, version = split_tag(tag)
     previous = _image_id(client, tag)
-    tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE,
+    spills = set(glob.glob(PODMAN_SPILL))
+    tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "--one-file-system", "-c", "."], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
     try:
         reply = client.api.import_image(src=tar.stdout, repository=repository, tag=version, changes=changes,
                                         stream_src=True)
     finally:
         _, err = tar.communicate()
+        from harness.db.docker import is_podman
+        if is_podman(client):  # podman 4 keeps a copy of every imported archive in /var/tmp
+            for spill in set(glob.glob(PODMAN_SPILL)) - spills:
+                Path(spill).unlink(missing_ok=True)
     if tar.returncode != 0:
         raise ProvisionError(f"txt2sql image build: tar of {root} failed: {err.decode(errors='replace')[-500:]}")
     image_id = _imported_id(reply)

@@ -112,8 +112,9 @@ def exit_on_sigterm() -> None:
 
 @contextlib.contextmanager
 def admin_connection(info: ConnInfo, dbname: str | None = None, timeout: float = 10) -> Iterator[psycopg.Connection]:
-    """Autocommit superuser connection (CREATE DATABASE cannot run inside a transaction)."""
-    kw = info.kwargs(connect_timeout=max(1, int(timeout)))
+    """Autocommit admin connection (CREATE DATABASE cannot run inside a transaction). Text comes back as
+    UTF8 even from a SQL_ASCII database, where psycopg would otherwise hand out bytes."""
+    kw = info.kwargs(connect_timeout=max(1, int(timeout)), client_encoding="UTF8")
     if dbname:
         kw["dbname"] = dbname
     with psycopg.connect(**kw, autocommit=True) as conn:
@@ -130,13 +131,19 @@ def server_answers(info: ConnInfo, timeout: int = 2) -> bool:
         return False
 
 
+def template1_encoding(conn: psycopg.Connection) -> str:
+    """template1's encoding; text, even over a SQL_ASCII database's connection (where psycopg returns bytes)."""
+    row = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'").fetchone()
+    value = row[0] if row else "?"
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 def create_utf8_database(conn: psycopg.Connection, name: str) -> None:
     """``CREATE DATABASE name``, UTF8 whatever the server's default (a server initialised as
     SQL_ASCII cannot hold the benchmarks' Chinese text). template1 is kept when it is UTF8, so that
     PostGIS installed there by a superuser is inherited; otherwise template0 with the C locale,
     which is compatible with every encoding."""
-    row = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'").fetchone()
-    if row and row[0] == "UTF8":
+    if template1_encoding(conn) == "UTF8":
         conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE template1 ENCODING 'UTF8'").format(pgsql.Identifier(name)))
     else:
         conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
@@ -151,9 +158,7 @@ def ensure_postgis(conn: psycopg.Connection, admin: ConnInfo) -> None:
     try:
         conn.execute("CREATE EXTENSION postgis")
     except psycopg.errors.InsufficientPrivilege as exc:
-        row = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'"
-                           ).fetchone()
-        encoding = row[0] if row else "?"
+        encoding = template1_encoding(conn)
         why = ("template1 has no PostGIS to inherit" if encoding == "UTF8" else
                f"template1 is {encoding}, not UTF8, so the harness's UTF8 databases are made from template0, "
                "which has no PostGIS")
