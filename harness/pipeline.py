@@ -128,7 +128,7 @@ def build_backend(config: EvalConfig) -> ModelBackend:
     from harness.models.cache import CachedBackend
     from harness.models.registry import create_backend
     backend = create_backend(config.model, config.options)
-    if config.use_cache and getattr(backend, "cacheable", True):
+    if config.use_cache and backend.cacheable:
         backend = CachedBackend(backend, config.cache_dir)
     return backend
 
@@ -137,7 +137,7 @@ def generate(backend: ModelBackend, config: EvalConfig,
              questions: Sequence[Question]) -> dict[str, Generation]:
     from harness.models.registry import resolve_template
     from harness.prompts.templates import render_prompt
-    template = resolve_template(getattr(backend, "inner", backend), config.options)
+    template = resolve_template(backend, config.options)
     prompts = [render_prompt(q, template) for q in questions]
     with Progress(config.progress).task(f"generating ({config.model})", len(prompts)) as advance:
         gens = backend.generate(prompts, config.generation, progress=advance)
@@ -152,7 +152,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
     prepare_output(out)
     own_backend = backend is None
     backend = backend or build_backend(config)
-    warnings = list(getattr(backend, "warnings", []) or [])
+    warnings = list(backend.warnings)
     try:
         with provision(config.db, docker_image=config.docker_image) as server, \
                 FixtureDatabases(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as fixtures:

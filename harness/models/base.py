@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # prompts import this module
+    from harness.prompts.templates import PromptTemplate
 
 FinishReason = Literal["stop", "length", "loop", "error"]
 
@@ -60,23 +64,48 @@ class Generation:
 ProgressCallback = Callable[[int], None]  # called with the number of items just finished
 
 
-@runtime_checkable
-class ModelBackend(Protocol):
-    """Generate raw text for prompts. Backends never see the database or the gold."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a reader of a run needs to know about its model (summary.json, console and HTML headers)."""
+
+    name: str  # what people call it: SmolLM2-135M-Instruct, qwen-plus, predictions.jsonl
+    backend: str  # embedded | hf | lora | openai | replay
+    dtype: str | None = None  # the weights' dtype as loaded (local models)
+    adapter: str | None = None  # lora: the adapter directory
+    adapter_base: str | None = None  # lora: the base model it was applied to
+
+
+class ModelBackend(ABC):
+    """Generate raw text for prompts. Backends never see the database or the gold.
+
+    Everything the pipeline uses is declared here, with a default where one makes sense: a backend
+    subclasses this and overrides what it knows (a trained adapter its ``template``, a loader its
+    ``warnings``, the replay backend ``cacheable = False``).
+    """
 
     spec: str
+    template: PromptTemplate | None = None  # the template the weights were trained with; None: no preference
+    warnings: Sequence[str] = ()  # said once to the user before the results (e.g. a template mismatch)
+    cacheable: bool = True  # False: outputs do not depend on the prompt alone (replay), never cached
 
     @property
+    @abstractmethod
     def fingerprint(self) -> str:
         """Stable identity of weights + adapter + options, for the generation cache."""
-        ...
 
+    @abstractmethod
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
                  progress: ProgressCallback | None = None) -> list[Generation]:
-        ...
+        """One ``Generation`` per prompt, in the prompts' order."""
 
     def close(self) -> None:
-        ...
+        """Free what the backend holds (weights, connections); nothing by default."""
+        return None
+
+    def describe(self) -> ModelInfo:
+        """The model as a run records it; by default what the spec string says (``openai:qwen-plus``)."""
+        backend, _, arg = self.spec.partition(":")
+        return ModelInfo(name=arg or backend, backend=backend)
 
 
 @dataclass(frozen=True)

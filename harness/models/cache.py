@@ -18,7 +18,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from harness.models.base import Generation, GenerationConfig, ModelBackend, ProgressCallback, Prompt
+from harness.models.base import (
+    Generation,
+    GenerationConfig,
+    ModelBackend,
+    ModelInfo,
+    ProgressCallback,
+    Prompt,
+)
 
 try:
     import fcntl
@@ -52,12 +59,14 @@ def _locked(f: IO[Any]) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-class CachedBackend:
+class CachedBackend(ModelBackend):
     """Wraps a backend; same interface. Cached generations come back with ``cached=True``."""
 
     def __init__(self, inner: ModelBackend, cache_dir: Path | str | None = None):
         self.inner = inner
         self.spec = inner.spec
+        self.template = inner.template
+        self.warnings = inner.warnings  # the same list: warnings added while generating show through
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.path = self.cache_dir / f"{inner.fingerprint[:16]}.jsonl"
 
@@ -65,10 +74,8 @@ class CachedBackend:
     def fingerprint(self) -> str:
         return self.inner.fingerprint
 
-    def __getattr__(self, name: str) -> Any:  # template, warnings, ... of the wrapped backend
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def describe(self) -> ModelInfo:
+        return self.inner.describe()
 
     def read(self) -> dict[str, dict[str, Any]]:
         """key -> stored fields; unreadable lines (a torn last line after a kill) are skipped."""
@@ -119,12 +126,8 @@ class CachedBackend:
             out[i] = Generation(id=p.id, cached=True, **{f: hit[f] for f in _STORED if f in hit})
         if progress is not None and len(todo) < len(prompts):
             progress(len(prompts) - len(todo))
-        # Longest first, in chunks of one batch: each chunk is persisted as soon as it is generated.
         todo.sort(key=lambda i: -len(prompts[i].identity()))
-        size = max(1, config.batch_size)
-        for start in range(0, len(todo), size):
-            chunk = todo[start:start + size]
-            gens = self.inner.generate([prompts[i] for i in chunk], config, progress)
+        for chunk, gens in self._generated(todo, prompts, config, progress):
             rows = []
             for i, g in zip(chunk, gens, strict=True):
                 out[i] = g
@@ -134,6 +137,21 @@ class CachedBackend:
                     rows.append(row)
             self._append(rows)
         return [g for g in out if g is not None]
+
+    def _generated(self, todo: list[int], prompts: Sequence[Prompt], config: GenerationConfig,
+                   progress: ProgressCallback | None) -> Iterator[tuple[list[int], list[Generation]]]:
+        """(prompt indices, their generations), longest first, each group persisted as it comes. A backend
+        that yields generations as they finish (hf, lora: ``generate_iter``) gets every prompt in one call,
+        so its batch never waits for a chunk's longest row; others run in chunks of one batch."""
+        stream = getattr(self.inner, "generate_iter", None)
+        if stream is not None:
+            for j, g in stream([prompts[i] for i in todo], config, progress):
+                yield [todo[j]], [g]
+            return
+        size = max(1, config.batch_size)
+        for start in range(0, len(todo), size):
+            chunk = todo[start:start + size]
+            yield chunk, self.inner.generate([prompts[i] for i in chunk], config, progress)
 
     def close(self) -> None:
         self.inner.close()

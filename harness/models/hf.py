@@ -22,6 +22,8 @@ from harness.models.base import (
     FinishReason,
     Generation,
     GenerationConfig,
+    ModelBackend,
+    ModelInfo,
     ProgressCallback,
     Prompt,
 )
@@ -199,12 +201,15 @@ class _RowStopper:
         return None
 
 
-class HFBackend:
+class HFBackend(ModelBackend):
     """Generation with a loaded transformers model. Greedy unless ``config.temperature > 0``."""
 
     def __init__(self, model: Any, tokenizer: Any, *, spec: str, fingerprint: str,
-                 warnings: list[str] | None = None, template: Any = None):
+                 warnings: list[str] | None = None, template: Any = None, name: str | None = None):
         self.model = model
+        # what a run records: the model's own name (a directory's name when loaded from one) and dtype
+        self.name = name or Path(str(getattr(model.config, "_name_or_path", "") or spec)).name
+        self.dtype = str(getattr(model, "dtype", "")).removeprefix("torch.") or None
         self.tokenizer = tokenizer
         self.spec = spec
         self._fingerprint = fingerprint
@@ -218,6 +223,9 @@ class HFBackend:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def describe(self) -> ModelInfo:
+        return ModelInfo(name=self.name, backend=self.spec.partition(":")[0], dtype=self.dtype)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ModelBackendError
-from harness.models.base import BackendOptions, Generation, GenerationConfig, ProgressCallback, Prompt
+from harness.models.base import (
+    BackendOptions,
+    Generation,
+    GenerationConfig,
+    ModelBackend,
+    ModelInfo,
+    ProgressCallback,
+    Prompt,
+)
 from harness.models.hf import (
     HFBackend,
     dir_signature,
@@ -131,7 +139,7 @@ def template_warning(adapter_dir: Path, recorded: PromptTemplate | None, request
             "scores will likely be far below what the adapter can do. Drop --template to use the recorded one.")
 
 
-class LoraBackend:
+class LoraBackend(ModelBackend):
     """An ``HFBackend`` whose model is a ``PeftModel``; adds the adapter's identity and template."""
 
     def __init__(self, inner: HFBackend, adapter_dir: Path, base: str):
@@ -139,18 +147,16 @@ class LoraBackend:
         self.adapter_dir = adapter_dir
         self.base = base
         self.spec = inner.spec
+        self.template = inner.template
+        self.warnings = inner.warnings  # the same list: warnings added while generating show through
 
     @property
     def fingerprint(self) -> str:
         return self.inner.fingerprint
 
-    @property
-    def template(self) -> PromptTemplate | None:
-        return self.inner.template
-
-    @property
-    def warnings(self) -> list[str]:
-        return self.inner.warnings
+    def describe(self) -> ModelInfo:
+        return ModelInfo(name=self.adapter_dir.name, backend="lora", dtype=self.inner.dtype,
+                         adapter=str(self.adapter_dir), adapter_base=self.inner.name)
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
                  progress: ProgressCallback | None = None) -> list[Generation]:

@@ -26,6 +26,7 @@ from harness.models.base import (
     FinishReason,
     Generation,
     GenerationConfig,
+    ModelBackend,
     ProgressCallback,
     Prompt,
 )
@@ -74,7 +75,7 @@ def price_for(model: str, options: BackendOptions) -> tuple[float, float] | None
     return None
 
 
-class OpenAIBackend:
+class OpenAIBackend(ModelBackend):
     def __init__(self, model: str, *, base_url: str, api_key: str | None, retry: RetryPolicy,
                  concurrency: int = 4, prices: tuple[float, float] | None = None, spec: str | None = None):
         self.model = model

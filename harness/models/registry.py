@@ -67,13 +67,12 @@ def create_backend(spec: str | None = None, options: BackendOptions | None = Non
         raise ModelBackendError(f"the {name} backend needs {missing}, which is not installed: {fix}") from exc
 
 
-def resolve_template(backend: object, options: BackendOptions) -> PromptTemplate:
+def resolve_template(backend: ModelBackend, options: BackendOptions) -> PromptTemplate:
     """The template to render prompts with: the one requested, else the one the weights were trained
     with (a txt2sql-trained adapter records it), else the default. A mismatch was already warned about
     by the backend."""
-    from harness.prompts.templates import PromptTemplate, get_template  # prompts import models.base
+    from harness.prompts.templates import get_template  # prompts import models.base
 
     if options.template:
         return get_template(options.template)
-    recorded = getattr(backend, "template", None)
-    return recorded if isinstance(recorded, PromptTemplate) else get_template(None)
+    return backend.template or get_template(None)

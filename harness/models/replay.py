@@ -18,6 +18,7 @@ from harness.models.base import (
     FinishReason,
     Generation,
     GenerationConfig,
+    ModelBackend,
     ProgressCallback,
     Prompt,
 )
@@ -77,7 +78,7 @@ def _count(obj: dict[str, object], field: str, path: Path, line: int) -> int:
     return value
 
 
-class ReplayBackend:
+class ReplayBackend(ModelBackend):
     """Returns the recorded output for each prompt id; an id absent from the file is a per-item error.
 
     Not cached: the file already is the record, and its outputs depend on the id, not on the prompt

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness.models.base import Generation, GenerationConfig, Prompt
+from harness.models.base import Generation, GenerationConfig, ModelBackend, Prompt
 from harness.models.cache import CachedBackend, cache_key, default_cache_dir
 
 CFG = GenerationConfig(batch_size=2)
 
 
-class Counting:
+class Counting(ModelBackend):
     """A backend that echoes prompts, counts calls, and can die after some batches (like kill -9)."""
 
     spec = "fake:counting"
@@ -57,7 +57,7 @@ def test_second_run_is_served_from_cache(tmp_path):
     b = second.generate(PROMPTS, CFG, progress=done.append)
     assert inner.generated == [] and all(g.cached for g in b) and done == [5]
     assert [(g.id, g.text, g.tokens_out, g.seconds) for g in b] == [(g.id, g.text, g.tokens_out, g.seconds) for g in a]
-    assert second.template == "kept"  # attributes of the wrapped backend show through
+    assert second.template == "kept"  # the wrapped backend's declared attributes show through
 
 
 def test_key_depends_on_fingerprint_prompt_and_config():
@@ -130,3 +130,14 @@ def test_concurrent_writers_do_not_interleave(tmp_path):
 def test_default_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TXT2SQL_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "generations"
+
+
+def test_the_wrapper_declares_what_it_forwards(tmp_path):
+    inner = Counting()
+    inner.warnings = ["a template mismatch"]
+    cached = CachedBackend(inner, tmp_path)
+    assert cached.describe() == inner.describe() and cached.describe().backend == "fake"
+    inner.warnings.append("said while generating")
+    assert list(cached.warnings) == ["a template mismatch", "said while generating"]
+    with pytest.raises(AttributeError):
+        cached.generated  # noqa: B018 - nothing is forwarded dynamically any more

@@ -74,3 +74,24 @@ def test_hf_and_lora_through_the_registry(tiny_model_dir, adapter_dir):
     lora = create_backend(f"lora:{adapter_dir}", BackendOptions(dtype="fp32"))
     assert hf.spec == f"hf:{tiny_model_dir}" and lora.spec == f"lora:{adapter_dir}"
     assert isinstance(hf, ModelBackend) and isinstance(lora, ModelBackend)
+
+
+def test_backends_declare_what_the_pipeline_uses(tmp_path):
+    from harness.models.base import ModelInfo
+    f = tmp_path / "p.jsonl"
+    f.write_text("")
+    replay = create_backend(f"replay:{f}")
+    api = create_backend("openai:qwen-plus", BackendOptions(api_base="http://127.0.0.1:9/v1"))
+    assert (replay.cacheable, api.cacheable) == (False, True)
+    assert replay.template is None and list(replay.warnings) == []
+    assert api.describe() == ModelInfo(name="qwen-plus", backend="openai")
+    assert replay.describe() == ModelInfo(name=str(f), backend="replay")
+
+
+def test_hf_and_lora_describe_their_model(tiny_model_dir, adapter_dir):
+    hf = create_backend(f"hf:{tiny_model_dir}", BackendOptions(dtype="fp32"))
+    lora = create_backend(f"lora:{adapter_dir}", BackendOptions(dtype="fp32"))
+    assert hf.describe().name == tiny_model_dir.name and hf.describe().dtype == "float32"
+    info = lora.describe()
+    assert (info.backend, info.adapter, info.dtype) == ("lora", str(adapter_dir), "float32")
+    assert info.adapter_base and info.name == adapter_dir.name

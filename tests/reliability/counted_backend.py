@@ -14,11 +14,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.models.base import BackendOptions, Generation, GenerationConfig, ProgressCallback, Prompt
+from harness.models.base import (
+    BackendOptions,
+    Generation,
+    GenerationConfig,
+    ModelBackend,
+    ProgressCallback,
+    Prompt,
+)
 from harness.models.replay import ReplayBackend
 
 
-class CountedBackend:
+class CountedBackend(ModelBackend):
     def __init__(self, path: Path, spec: str, counter: Path | None, delay: float) -> None:
         self._replay = ReplayBackend(path, spec=spec)
         self.spec = spec
