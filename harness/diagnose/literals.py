@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from decimal import Decimal, InvalidOperation
+
+from harness.sql.scanner import top_level
 
 __all__ = ["invented_coordinates", "constructor_coordinates"]
 
@@ -37,40 +40,45 @@ _POINT_CONSTRUCTORS: dict[str, frozenset[int]] = {
     "st_makeenvelope": frozenset({4}),
     "st_tileenvelope": frozenset({0, 1, 2}),  # zoom/x/y are tile indices, not coordinates
 }
-_CALL_RE = re.compile(r"\b(" + "|".join(_POINT_CONSTRUCTORS) + r")\s*\(", re.IGNORECASE)
 _WKT_RE = re.compile(
     r"'\s*(?:SRID\s*=\s*\d+\s*;\s*)?(?:POINT|LINESTRING|POLYGON|MULTIPOINT|MULTILINESTRING|MULTIPOLYGON"
     r"|GEOMETRYCOLLECTION|CIRCULARSTRING|COMPOUNDCURVE|CURVEPOLYGON|TRIANGLE|TIN|POLYHEDRALSURFACE)"
     r"\s*(?:ZM|Z|M)?\s*\(((?:[^']|'')*)'?", re.IGNORECASE)
-_GEOJSON_RE = re.compile(r"\"coordinates\"\s*:\s*(\[[^']*?\])\s*[,}]", re.IGNORECASE)
+_GEOJSON_KEY_RE = re.compile(r"\"coordinates\"\s*:\s*\[", re.IGNORECASE)
+_ARRAY_END_RE = re.compile(r"\]\s*[,}]")
+_QUOTE_RE = re.compile("'")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_BARE_NUMBER_RE = re.compile(r"^\(?\s*[-+]?\s*((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\)?"
-                             r"(?:\s*::\s*[a-z ]+)?\s*$", re.IGNORECASE)
+# possessive and atomic: a long run of digits or spaces is read once, never backtracked through
+_BARE_NUMBER_RE = re.compile(r"\s*+\(?\s*+[-+]?\s*+((?>\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*+\)?"
+                             r"(?:\s*+::\s*+[a-z ]++)?\s*+", re.IGNORECASE)
 _NEVER_INVENTED = frozenset({Decimal(0), Decimal(90), Decimal(180)})
 
 
 def constructor_coordinates(sql: str) -> list[tuple[str, str]]:
     """(number as written, where) for every coordinate literal in ``sql``, in order.
 
+    Linear in the length of ``sql`` whatever it holds: one pass finds every constructor call and its
+    arguments, and each GeoJSON array is delimited by a lookup, not by a regex that re-reads the rest
+    of the text from every ``"coordinates"`` key.
+
     >>> constructor_coordinates("ST_MakeEnvelope(120.1, 30.1, 120.3, 30.4, 4326)")
     [('120.1', 'ST_MakeEnvelope'), ('30.1', 'ST_MakeEnvelope'), ('120.3', 'ST_MakeEnvelope'), ('30.4', 'ST_MakeEnvelope')]
     """
     found: list[tuple[int, str, str]] = []
-    for m in _CALL_RE.finditer(sql):
-        name = m.group(1)
+    for start, name, args in _constructor_calls(sql):
         srid_positions = _POINT_CONSTRUCTORS[name.lower()]
-        for position, arg in enumerate(_call_args(sql, m.end())):
+        for position, (lo, hi) in enumerate(args):
             if position in srid_positions:
                 continue
-            bare = _BARE_NUMBER_RE.match(arg.strip())
+            bare = _BARE_NUMBER_RE.fullmatch(sql, lo, hi)
             if bare:
-                found.append((m.start(), bare.group(1), name))
+                found.append((start, bare.group(1), name))
     for m in _WKT_RE.finditer(sql):
         for number in _NUMBER_RE.findall(m.group(1)):
             found.append((m.start(), number.lstrip("+-"), "WKT"))
-    for m in _GEOJSON_RE.finditer(sql):
-        for number in _NUMBER_RE.findall(m.group(1)):
-            found.append((m.start(), number.lstrip("+-"), "GeoJSON"))
+    for start, array in _geojson_arrays(sql):
+        for number in _NUMBER_RE.findall(array):
+            found.append((start, number.lstrip("+-"), "GeoJSON"))
     found.sort(key=lambda t: t[0])
     return [(number, where) for _, number, where in found]
 
@@ -101,44 +109,66 @@ def _decimal(text: str) -> Decimal | None:
     return value
 
 
-def _call_args(sql: str, start: int) -> list[str]:
-    """Top-level comma-separated arguments of a call whose '(' ends just before ``start``.
+def _constructor_calls(sql: str) -> list[tuple[int, str, list[tuple[int, int]]]]:
+    """(start, name as written, argument spans) of each constructor call in the SQL code, in one pass.
 
-    Tolerates truncation: an unclosed call yields the arguments seen so far.
+    Parentheses and commas count only outside literals and comments (``harness.sql.scanner``). A call
+    left open by truncation yields the arguments seen so far.
     """
-    args: list[str] = []
-    depth = 0
-    current: list[str] = []
-    i = start
-    n = len(sql)
-    while i < n:
+    calls: list[tuple[int, str, list[tuple[int, int]]]] = []
+    stack: list[list[int]] = []  # per open parenthesis: [index in calls or -1, start of its current argument]
+    for i in top_level(sql, "(),"):
         c = sql[i]
-        if c == "'":
-            j = i + 1
-            while j < n:
-                if sql[j] == "'":
-                    if j + 1 < n and sql[j + 1] == "'":
-                        j += 2
-                        continue
-                    break
-                j += 1
-            current.append(sql[i:j + 1])
-            i = j + 1
-            continue
         if c == "(":
-            depth += 1
-        elif c == ")":
-            if depth == 0:
-                args.append("".join(current))
-                return args
-            depth -= 1
-        elif c == "," and depth == 0:
-            args.append("".join(current))
-            current = []
-            i += 1
+            start, name = _name_before(sql, i)
+            if name.lower() in _POINT_CONSTRUCTORS:
+                calls.append((start, name, []))
+            stack.append([len(calls) - 1 if name.lower() in _POINT_CONSTRUCTORS else -1, i + 1])
+        elif stack:
+            call, arg_start = stack.pop() if c == ")" else stack[-1]
+            if call >= 0:
+                calls[call][2].append((arg_start, i))
+            if c == ",":
+                stack[-1][1] = i + 1
+    last = len(sql.rstrip())
+    for call, arg_start in stack:
+        if call >= 0 and arg_start < last:
+            calls[call][2].append((arg_start, len(sql)))
+    return calls
+
+
+def _name_before(sql: str, paren: int) -> tuple[int, str]:
+    """The word (and its start) that ends just before ``paren``, whitespace allowed between."""
+    end = paren
+    while end > 0 and sql[end - 1].isspace():
+        end -= 1
+    start = end
+    while start > 0 and (sql[start - 1].isalnum() or sql[start - 1] == "_"):
+        start -= 1
+    return start, sql[start:end]
+
+
+def _geojson_arrays(sql: str) -> list[tuple[int, str]]:
+    """(key start, array text) for each ``"coordinates": [...]`` whose array closes before any quote.
+
+    The array ends at the first ``]`` followed by ``,`` or ``}``; both that and the next ``'`` are
+    found by bisection in positions collected once, so the whole search is linear.
+    """
+    ends = [(m.start(), m.end()) for m in _ARRAY_END_RE.finditer(sql)]
+    end_starts = [e[0] for e in ends]
+    quotes = [m.start() for m in _QUOTE_RE.finditer(sql)]
+    out: list[tuple[int, str]] = []
+    resume = 0
+    for m in _GEOJSON_KEY_RE.finditer(sql):
+        if m.start() < resume:
             continue
-        current.append(c)
-        i += 1
-    if "".join(current).strip():
-        args.append("".join(current))
-    return args
+        bracket = m.end() - 1
+        k = bisect_left(end_starts, bracket)
+        if k == len(ends):
+            break
+        q = bisect_left(quotes, bracket)
+        if q < len(quotes) and quotes[q] < end_starts[k]:
+            continue
+        out.append((m.start(), sql[bracket:end_starts[k] + 1]))
+        resume = ends[k][1]
+    return out

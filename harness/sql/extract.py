@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from harness.sql.scanner import top_level
@@ -120,8 +121,10 @@ _KEYWORD_RE = re.compile(r"(?<![A-Za-z0-9_$])(" + "|".join(STATEMENT_KEYWORDS) +
 _ANSWER_HEADER_RE = re.compile(
     r"(?im)^[ \t>*#]*(?:#{1,6}[ \t]*)?(?:answer|sql|sql query|query|response|output|assistant"
     r"|答案|回答|答|sql语句|查询语句|查询)[ \t]*(?:[:：][ \t]*|$)")
-# A line prefix that may stand before a statement keyword on the same line.
-_MARKUP_PREFIX_RE = re.compile(r"^[\s>*#\-+`|]*(?:\d+[.)]\s*)?$")
+# A line prefix that may stand before a statement keyword on the same line: markup, then a list number.
+_MARKUP_RUN_RE = re.compile(r"[\s>*#\-+`|]*")
+_LIST_MARKER_RE = re.compile(r"\d+[.)]\s*")
+_NEWLINE_RE = re.compile("\n")
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n`]*\n?")
 
 # After a blank line, a line that starts like this continues the statement; anything else is prose.
@@ -148,24 +151,25 @@ def extract_sql(raw: str) -> Extracted:
         return Extracted(None, False, False, "empty output")
     notes: list[str] = []
 
+    starts = _Starts(raw)
     region_start = 0
-    header = _first_header_followed_by_sql(raw)
+    header = starts.after_header()
     if header is not None:
         region_start = header
         notes.append("after answer header")
 
     for fence_open, body_start, lang in _fences(raw, region_start):
         body_end = raw.find("```", body_start)
-        start = _find_start(raw, body_start, len(raw) if body_end < 0 else body_end)
+        start = starts.find(body_start, len(raw) if body_end < 0 else body_end)
         if start is None:
             continue
         if lang and lang.lower() not in ("sql", "postgres", "postgresql", "psql", "pgsql", "plpgsql", "sqlite", "mysql"):
             notes.append(f"fence labelled {lang!r}")
         return _finish(raw, start, notes, fenced=True, prefix=raw[region_start:fence_open])
 
-    start = _find_start(raw, region_start, len(raw))
+    start = starts.find(region_start, len(raw))
     if start is None and region_start:
-        start = _find_start(raw, 0, len(raw))
+        start = starts.find(0, len(raw))
         notes = []
     if start is None:
         return Extracted(None, False, False, "no SQL statement found")
@@ -214,8 +218,9 @@ def _finish(raw: str, start: int, notes: list[str], *, fenced: bool, prefix: str
 def _count_dropped(rest: str) -> int:
     n = 0
     pos = 0
+    starts = _Starts(rest)
     while pos < len(rest):
-        start = _find_start(rest, pos, len(rest))
+        start = starts.find(pos, len(rest))
         if start is None:
             break
         n += 1
@@ -238,40 +243,103 @@ def _fences(raw: str, pos: int) -> list[tuple[int, int, str]]:
         pos = close + 3
 
 
-def _first_header_followed_by_sql(raw: str) -> int | None:
-    for m in _ANSWER_HEADER_RE.finditer(raw):
-        if _find_start(raw, m.end(), len(raw)) is not None:
-            return m.end()
-    return None
+class _Starts:
+    """Where a statement may start in one text.
 
+    The statement keywords are found once; each is judged in time independent of the length of its line
+    and of how many headers precede it, so extraction stays linear in the output (6,000 repeated
+    ``答案：`` headers, or one long line of implausible keywords, once took minutes).
+    """
 
-def _find_start(text: str, lo: int, hi: int) -> int | None:
-    """Index of the first plausible statement keyword in text[lo:hi], or None."""
-    for m in _KEYWORD_RE.finditer(text, lo, hi):
-        line_start = text.rfind("\n", 0, m.start()) + 1
-        prefix = text[max(line_start, lo):m.start()]
-        if "--" in prefix or "/*" in prefix:
-            continue
-        if not _plausible_prefix(prefix):
-            continue
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.matches = list(_KEYWORD_RE.finditer(text))
+        self.positions = [m.start() for m in self.matches]
+        self._newlines = [m.start() for m in _NEWLINE_RE.finditer(text)]
+        # prefix start -> [first comment opener or -1, searched up to, markup-only prefix ends (2)]
+        self._line_facts: dict[int, list[int]] = {}
+        self._found: int | None = None  # after_header's memo: a keyword plausible from its line start
+        self._scanned = 0  # ... and how far the matches were searched for one
+
+    def find(self, lo: int, hi: int) -> int | None:
+        """Index of the first plausible statement keyword in text[lo:hi], or None."""
+        for i in range(bisect_left(self.positions, lo), len(self.matches)):
+            if self.matches[i].end() > hi:
+                return None
+            if self._plausible(i, lo, hi):
+                return self.positions[i]
+        return None
+
+    def after_header(self) -> int | None:
+        """End of the first answer header that a plausible statement start follows, or None.
+
+        A keyword after the first one past a header reads the same from the header as from its own line
+        start (the header line holds no comment, and the first keyword rules out a markup-only prefix),
+        so one forward search, shared by all headers, answers for them.
+        """
+        n = len(self.text)
+        for header in _ANSWER_HEADER_RE.finditer(self.text):
+            end = header.end()
+            i = bisect_left(self.positions, end)
+            if i == len(self.positions):
+                return None
+            if self._plausible(i, end, n) or self._plausible_from_line(i + 1) is not None:
+                return end
+        return None
+
+    def _plausible_from_line(self, i: int) -> int | None:
+        """The first match at index >= i that is plausible from its line start (i never decreases)."""
+        if self._found is not None and self._found >= i:
+            return self._found
+        for j in range(max(i, self._scanned), len(self.matches)):
+            if self._plausible(j, 0, len(self.text)):
+                self._found = self._scanned = j
+                return j
+        self._found, self._scanned = None, len(self.matches)
+        return None
+
+    def _plausible(self, i: int, lo: int, hi: int) -> bool:
+        m = self.matches[i]
+        k = m.start()
+        nl = bisect_left(self._newlines, k)
+        start = max(self._newlines[nl - 1] + 1 if nl else 0, lo)
+        in_comment, run_end, marker_end = self._facts(start, k)
+        if in_comment:  # a keyword after -- or /* on its line
+            return False
+        if not self._plausible_prefix(start, k, run_end, marker_end):
+            return False
         guard = _GUARD_RE.get(m.group(1).upper())
-        if guard is not None and not guard.match(text[m.end():min(hi, m.end() + 400)].split("\n\n", 1)[0]):
-            continue
-        return m.start()
-    return None
+        return guard is None or bool(guard.match(self.text[m.end():min(hi, m.end() + 400)].split("\n\n", 1)[0]))
 
+    def _facts(self, start: int, k: int) -> tuple[bool, int, int]:
+        """For text[start:k] on one line: does it hold a comment opener; where may a markup-only prefix end."""
+        facts = self._line_facts.get(start)
+        if facts is None:
+            nl = bisect_left(self._newlines, start)
+            line_end = self._newlines[nl] if nl < len(self._newlines) else len(self.text)
+            run_end = _MARKUP_RUN_RE.match(self.text, start, line_end).end()  # type: ignore[union-attr]
+            marker = _LIST_MARKER_RE.match(self.text, run_end, line_end)
+            facts = [-1, start, run_end, marker.end() if marker else -1]
+            self._line_facts[start] = facts
+        comment, searched, run_end, marker_end = facts
+        if comment < 0 and searched < k:  # extend the search: each character of a line is searched once
+            lo = max(start, searched - 1)
+            found = [c for c in (self.text.find("--", lo, k), self.text.find("/*", lo, k)) if c >= 0]
+            facts[0], facts[1] = (min(found) if found else -1), k
+            comment = facts[0]
+        return 0 <= comment and comment + 2 <= k, run_end, marker_end
 
-def _plausible_prefix(prefix: str) -> bool:
-    """May a statement start right after this text on the same line?"""
-    if _MARKUP_PREFIX_RE.match(prefix):
-        return True
-    tail = prefix.rstrip()
-    if not tail:
-        return True
-    if tail[-1] in ":：`":
-        return True
-    # Chinese prose followed directly by SQL: "答案是 SELECT ..." / "查询如下SELECT ..."
-    return bool(_HAS_CJK_RE.match(tail[-1]))
+    def _plausible_prefix(self, start: int, k: int, run_end: int, marker_end: int) -> bool:
+        """May a statement start at ``k`` after text[start:k] on the same line?"""
+        if k in (run_end, marker_end):  # only markup: "> ", "- ", "1. ", "**"
+            return True
+        j = k - 1
+        while j >= start and self.text[j].isspace():
+            j -= 1
+        if j < start or self.text[j] in ":：`":
+            return True
+        # Chinese prose followed directly by SQL: "答案是 SELECT ..." / "查询如下SELECT ..."
+        return bool(_HAS_CJK_RE.match(self.text[j]))
 
 
 def _scan(text: str, pos: int, *, stop_at_fence: bool, stop_at_prose: bool) -> tuple[int, str]:
@@ -282,18 +350,34 @@ def _scan(text: str, pos: int, *, stop_at_fence: bool, stop_at_prose: bool) -> t
     and dollar quotes are PostgreSQL's (``harness.sql.scanner``).
     """
     stops = ";" + ("`" if stop_at_fence else "") + ("\n" if stop_at_prose else "")
+    nonblank = _NonBlank(text)
     for i in top_level(text, stops, pos):
         c = text[i]
         if c == ";":
             return i, ";"
         if c == "`" and text.startswith("```", i):
             return i, "fence"
-        if c == "\n" and _prose_after(text, i):
+        if c == "\n" and _prose_after(text, i, nonblank):
             return i, "prose"
     return len(text), "eof"
 
 
-def _prose_after(text: str, nl: int) -> bool:
+class _NonBlank:
+    """The first non-blank line at or after a position; one search per stretch of blank lines, so a
+    statement followed by 100,000 empty lines is read in linear time."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._from = -1
+        self._match: re.Match[str] | None = None
+
+    def at(self, pos: int) -> re.Match[str] | None:
+        if not (0 <= self._from <= pos and (self._match is None or pos <= self._match.start())):
+            self._from, self._match = pos, _NONBLANK_LINE_RE.search(self.text, pos)
+        return self._match
+
+
+def _prose_after(text: str, nl: int, nonblank: _NonBlank) -> bool:
     """Does the line after the newline at ``nl`` end the statement?
 
     A ``###`` header line always does; otherwise only after a blank line, and only when the next
@@ -306,7 +390,7 @@ def _prose_after(text: str, nl: int) -> bool:
     if line.strip():
         return False
     # blank line: find the next non-blank one
-    m = _NONBLANK_LINE_RE.search(text, nl + 1)
+    m = nonblank.at(nl + 1)
     if m is None:
         return False
     nxt = m.group(0)

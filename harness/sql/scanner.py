@@ -132,16 +132,19 @@ class SqlScanner:
 
         A caller that stops iterating early must discard the scanner: its state is then mid-chunk.
         """
-        self._buf, self._base = self._tail + text, self._offset - len(self._tail)
-        self._stop = -1
-        i, n = len(self._tail), len(self._buf)
-        while i < n:
-            i = self._handlers[self._state](self._buf, i)
-            if self._stop >= 0:
-                yield self._base + self._stop
-                self._stop = -1
+        yield from self._run(self._tail + text, len(self._tail), self._offset - len(self._tail))
         self._offset += len(text)
-        self._tail = self._buf[-2:]
+        self._tail = (self._tail + text[-2:])[-2:]
+
+    def _run(self, buf: str, i: int, base: int) -> Iterator[int]:
+        """Scan ``buf`` from ``i``; buffer position j is stream offset ``base + j`` (nothing before 0 counts)."""
+        self._buf, self._base, self._stop = buf, base, -1
+        n = len(buf)
+        while i < n:
+            i = self._handlers[self._state](buf, i)
+            if self._stop >= 0:
+                yield base + self._stop
+                self._stop = -1
         self._buf = ""
 
     # ------------------------------------------------------------------ helpers
@@ -279,7 +282,7 @@ def top_level(text: str, stops: str = ";", start: int = 0) -> Iterator[int]:
     >>> list(top_level("SELECT ';' AS \\"a;\\"; -- ;\\nSELECT 2;"))
     [18, 33]
     """
-    for offset in SqlScanner(stops).scan(text[start:] if start else text):
+    for offset in SqlScanner(stops)._run(text, start, -start):  # no copy of text: linear in what is read
         yield start + offset
 
 
