@@ -32,18 +32,23 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.benchmark.model import Benchmark
 from harness.errors import GateError, Txt2SqlError
 from harness.gate.stats import (
     DEFAULT_BOOTSTRAP_SAMPLES,
     DEFAULT_SEED,
+    Pairing,
     bootstrap_diff_ci,
     mcnemar_exact,
     pair_results,
 )
 from harness.report.records import ItemResult, Run, Summary, load_run
+from harness.report.summary import summarise
 
 # Two floats that print the same must not fail a margin: 0.52 - 0.50 is 0.020000000000000018.
 _EPS = 1e-9
+FIXED, BROKEN = "fixed", "broken"
+CHANGES = {FIXED: "wrong → correct", BROKEN: "correct → wrong"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,20 @@ class Flip:
     @property
     def fixed(self) -> bool:
         return self.candidate_status == "correct"
+
+    @property
+    def change(self) -> str:
+        """``fixed`` (wrong -> correct) or ``broken`` (correct -> wrong): the gate's one vocabulary."""
+        return FIXED if self.fixed else BROKEN
+
+
+def flip_counts(broken: int, fixed: int) -> str:
+    """The flips in words, the same in the console, Markdown and HTML reports.
+
+    >>> flip_counts(0, 8)
+    '0 broken (correct → wrong), 8 fixed (wrong → correct)'
+    """
+    return f"{broken} {BROKEN} ({CHANGES[BROKEN]}), {fixed} {FIXED} ({CHANGES[FIXED]})"
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,7 @@ class GateDecision:
 
 @dataclass(frozen=True)
 class _Measures:
-    """The figures the margins compare, from a summary or recomputed over some questions."""
+    """The figures the margins compare: a run's summary, or ``summarise`` over some of its questions."""
 
     accuracy: float
     degenerate_rate: float
@@ -140,15 +159,24 @@ class _Measures:
         return cls(s.execution_accuracy, s.degenerate_rate, s.refused_rate)
 
     @classmethod
-    def of_items(cls, items: tuple[ItemResult, ...], ids: set[str]) -> _Measures:
-        """Same definitions as the run summary: degenerate = status or flag, refused = status."""
-        chosen = [r for r in items if r.scored and r.id in ids]
-        n = len(chosen) or 1
-        return cls(
-            sum(r.correct for r in chosen) / n,
-            sum(r.status == "degenerate" or "degenerate" in r.flags for r in chosen) / n,
-            sum(r.status == "refused" for r in chosen) / n,
-        )
+    def of_items(cls, run: Run, ids: set[str]) -> _Measures:
+        """The run's figures over ``ids`` only, computed by the same ``summarise`` as the run's own."""
+        s = run.summary
+        bench = Benchmark(Path(s.benchmark), s.split, (), {}, s.benchmark_sha256)
+        return cls.of_summary(summarise([r for r in run.items if r.id in ids], benchmark=bench, model=s.model))
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """The paired test's numbers (McNemar b = broken, c = fixed) and, when it fails, why."""
+
+    n: int
+    broken: tuple[str, ...]
+    fixed: tuple[str, ...]
+    p_value: float
+    ci_low: float
+    ci_high: float
+    reason: str | None
 
 
 def load_baseline(path: Path | str) -> Run:
@@ -213,74 +241,15 @@ def decide(baseline: Run, candidate: Run, config: GateConfig | None = None) -> G
     """
     config = config or GateConfig()
     check_comparable(baseline, candidate)
-    reasons: list[str] = []
-    paired = bool(baseline.items) and bool(candidate.items)
-    pairing = pair_results(baseline.items, candidate.items) if paired else None
-    if pairing is not None and pairing.n == 0:
-        raise GateError(
-            f"baseline {baseline.path} and candidate {candidate.path} share no scored question ids "
-            f"({len(baseline.items)} and {len(candidate.items)} results). "
-            "Hint: both runs must use the same benchmark questions; check the ids in results.jsonl."
-        )
-    notes: list[str] = []
-    base_m, cand_m = _Measures.of_summary(baseline.summary), _Measures.of_summary(candidate.summary)
-    if pairing is not None:
-        shared = set(pairing.ids)
-        n_base = sum(1 for r in baseline.items if r.scored)
-        n_cand = sum(1 for r in candidate.items if r.scored)
-        if len(shared) < max(n_base, n_cand):
-            # e.g. `pytest -k spatial` ran a subset: whole-run figures would compare different questions.
-            base_m, cand_m = _Measures.of_items(baseline.items, shared), _Measures.of_items(candidate.items, shared)
-            notes.append(
-                f"note: the runs scored different questions (baseline {n_base}, candidate {n_cand}); "
-                f"every figure is over the {len(shared)} questions scored in both"
-            )
-
-    base_acc, cand_acc = base_m.accuracy, cand_m.accuracy
-    delta = cand_acc - base_acc
-    if -delta > config.max_accuracy_drop + _EPS:
-        reasons.append(
-            f"execution accuracy fell from {base_acc:.1%} to {cand_acc:.1%} ({delta * 100:+.1f} points), "
-            f"more than the allowed drop of {config.max_accuracy_drop * 100:.1f} points"
-        )
-    for what, b_rate, c_rate, margin in (
-        ("degenerate", base_m.degenerate_rate, cand_m.degenerate_rate, config.max_degenerate_rise),
-        ("refused", base_m.refused_rate, cand_m.refused_rate, config.max_refused_rise),
-    ):
-        if c_rate - b_rate > margin + _EPS:
-            reasons.append(
-                f"{what} rate rose from {b_rate:.1%} to {c_rate:.1%} ({(c_rate - b_rate) * 100:+.1f} points), "
-                f"more than the allowed rise of {margin * 100:.1f} points"
-            )
-
-    b = c = n_paired = None
-    p_value = ci_low = ci_high = None
-    fixed: tuple[str, ...] = ()
-    broken: tuple[str, ...] = ()
-    flips: tuple[Flip, ...] = ()
-    if pairing is not None:
-        n_paired = pairing.n
-        fixed, broken = pairing.fixed, pairing.broken
-        b, c = len(broken), len(fixed)
-        p_value = mcnemar_exact(b, c)
-        ci_low, ci_high = bootstrap_diff_ci(
-            pairing.baseline,
-            pairing.candidate,
-            n_resamples=config.bootstrap_samples,
-            confidence=1 - config.alpha,
-            seed=config.bootstrap_seed,
-        )
-        if p_value < config.alpha and b > c and ci_high < 0:
-            reasons.append(
-                f"significant drop on {n_paired} paired questions: {b} broken vs {c} fixed, "
-                f"McNemar exact p = {p_value:.3g} < alpha {config.alpha:g}, "
-                f"{1 - config.alpha:.0%} bootstrap CI of the accuracy difference "
-                f"[{ci_low * 100:+.1f}, {ci_high * 100:+.1f}] points lies below 0"
-            )
-        flips = flips_between(baseline, candidate)
+    pairing = _pairing(baseline, candidate)
+    (base_m, cand_m), notes = _measures(baseline, candidate, pairing)
+    reasons = _margin_reasons(base_m, cand_m, config)
+    paired = _paired_test(pairing, config) if pairing is not None else None
+    if paired is not None and paired.reason:
+        reasons.append(paired.reason)
     passed = not reasons
-    reasons.extend(notes)
-    if not paired:
+    reasons += notes
+    if paired is None:
         missing = " and ".join(
             f"{role} ({run.path})" for role, run in (("baseline", baseline), ("candidate", candidate)) if not run.items
         )
@@ -289,26 +258,80 @@ def decide(baseline: Run, candidate: Run, config: GateConfig | None = None) -> G
             "did not run; decided on the accuracy, degenerate and refused margins only"
         )
     return GateDecision(
-        passed=passed,
-        reasons=tuple(reasons),
-        baseline_label=baseline.label,
-        candidate_label=candidate.label,
-        baseline_accuracy=base_acc,
-        candidate_accuracy=cand_acc,
-        delta=delta,
-        baseline_degenerate_rate=base_m.degenerate_rate,
-        candidate_degenerate_rate=cand_m.degenerate_rate,
-        baseline_refused_rate=base_m.refused_rate,
-        candidate_refused_rate=cand_m.refused_rate,
-        paired=paired,
-        n_paired=n_paired or 0,
-        mcnemar_b=b,
-        mcnemar_c=c,
-        mcnemar_p=p_value,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        fixed=fixed,
-        broken=broken,
-        flips=flips,
-        config=config,
+        passed=passed, reasons=tuple(reasons), config=config,
+        baseline_label=baseline.label, candidate_label=candidate.label,
+        baseline_accuracy=base_m.accuracy, candidate_accuracy=cand_m.accuracy, delta=cand_m.accuracy - base_m.accuracy,
+        baseline_degenerate_rate=base_m.degenerate_rate, candidate_degenerate_rate=cand_m.degenerate_rate,
+        baseline_refused_rate=base_m.refused_rate, candidate_refused_rate=cand_m.refused_rate,
+        paired=paired is not None, n_paired=paired.n if paired else 0,
+        mcnemar_b=len(paired.broken) if paired else None, mcnemar_c=len(paired.fixed) if paired else None,
+        mcnemar_p=paired.p_value if paired else None,
+        ci_low=paired.ci_low if paired else None, ci_high=paired.ci_high if paired else None,
+        fixed=paired.fixed if paired else (), broken=paired.broken if paired else (),
+        flips=flips_between(baseline, candidate) if paired else (),
     )
+
+
+def _pairing(baseline: Run, candidate: Run) -> Pairing | None:
+    """Both runs' results aligned by question, or None when either has no per-question results."""
+    if not baseline.items or not candidate.items:
+        return None
+    pairing = pair_results(baseline.items, candidate.items)
+    if pairing.n == 0:
+        raise GateError(
+            f"baseline {baseline.path} and candidate {candidate.path} share no scored question ids "
+            f"({len(baseline.items)} and {len(candidate.items)} results). "
+            "Hint: both runs must use the same benchmark questions; check the ids in results.jsonl."
+        )
+    return pairing
+
+
+def _measures(baseline: Run, candidate: Run, pairing: Pairing | None) -> tuple[tuple[_Measures, _Measures], list[str]]:
+    """Whole-run figures, or (when the runs scored different questions) figures over the shared ones."""
+    whole = (_Measures.of_summary(baseline.summary), _Measures.of_summary(candidate.summary))
+    if pairing is None:
+        return whole, []
+    shared = set(pairing.ids)
+    n_base, n_cand = baseline.summary.n_scored, candidate.summary.n_scored
+    if len(shared) >= max(n_base, n_cand):
+        return whole, []
+    # e.g. `pytest -k spatial` ran a subset: whole-run figures would compare different questions.
+    note = (f"note: the runs scored different questions (baseline {n_base}, candidate {n_cand}); "
+            f"every figure is over the {len(shared)} questions scored in both")
+    return (_Measures.of_items(baseline, shared), _Measures.of_items(candidate, shared)), [note]
+
+
+def _margin_reasons(base: _Measures, cand: _Measures, config: GateConfig) -> list[str]:
+    """Rules 1-3: one reason per margin exceeded."""
+    reasons = []
+    delta = cand.accuracy - base.accuracy
+    if -delta > config.max_accuracy_drop + _EPS:
+        reasons.append(
+            f"execution accuracy fell from {base.accuracy:.1%} to {cand.accuracy:.1%} ({delta * 100:+.1f} points), "
+            f"more than the allowed drop of {config.max_accuracy_drop * 100:.1f} points"
+        )
+    for what, b_rate, c_rate, margin in (
+        ("degenerate", base.degenerate_rate, cand.degenerate_rate, config.max_degenerate_rise),
+        ("refused", base.refused_rate, cand.refused_rate, config.max_refused_rise),
+    ):
+        if c_rate - b_rate > margin + _EPS:
+            reasons.append(
+                f"{what} rate rose from {b_rate:.1%} to {c_rate:.1%} ({(c_rate - b_rate) * 100:+.1f} points), "
+                f"more than the allowed rise of {margin * 100:.1f} points"
+            )
+    return reasons
+
+
+def _paired_test(pairing: Pairing, config: GateConfig) -> _Paired:
+    """Rule 4: exact McNemar and the paired-bootstrap interval of the accuracy difference."""
+    b, c = len(pairing.broken), len(pairing.fixed)
+    p_value = mcnemar_exact(b, c)
+    ci_low, ci_high = bootstrap_diff_ci(pairing.baseline, pairing.candidate, n_resamples=config.bootstrap_samples,
+                                        confidence=1 - config.alpha, seed=config.bootstrap_seed)
+    reason = None
+    if p_value < config.alpha and b > c and ci_high < 0:
+        reason = (f"significant drop on {pairing.n} paired questions: {b} {BROKEN} vs {c} {FIXED}, "
+                  f"McNemar exact p = {p_value:.3g} < alpha {config.alpha:g}, "
+                  f"{1 - config.alpha:.0%} bootstrap CI of the accuracy difference "
+                  f"[{ci_low * 100:+.1f}, {ci_high * 100:+.1f}] points lies below 0")
+    return _Paired(pairing.n, pairing.broken, pairing.fixed, p_value, ci_low, ci_high, reason)

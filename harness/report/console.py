@@ -12,23 +12,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.gate.gate import flip_counts
 from harness.report.records import STATUSES, Summary
+from harness.scoring.status import STATUS_STYLES
 
 if TYPE_CHECKING:  # the gate is a later stage; the report only needs its decision's shape
     from harness.gate.gate import GateDecision
 
 QUESTION_WIDTH = 40
 
-STATUS_STYLES = {
-    "correct": "green",
-    "wrong_result": "yellow",
-    "exec_error": "red",
-    "timeout": "magenta",
-    "refused": "bright_red",
-    "no_sql": "bright_black",
-    "degenerate": "bold red",
-    "gold_error": "cyan",
-}
+
+
+def _style(status: str) -> str:
+    return STATUS_STYLES.get(status, "")
 
 
 def _pct(x: float | None) -> str:
@@ -83,7 +79,7 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     ordered += sorted(s for s in summary.status_counts if s not in STATUSES)
     for status in ordered:
         count = summary.status_counts[status]
-        statuses.add_row(Text(status, style=STATUS_STYLES.get(status, "")), str(count), _pct(count / total))
+        statuses.add_row(Text(status, style=_style(status)), str(count), _pct(count / total))
     console.print(statuses)
 
     if summary.flag_counts:
@@ -132,8 +128,7 @@ def print_gate(decision: GateDecision, console: Console | None = None) -> None:
     console.print(numbers)
     if d.paired and d.mcnemar_p is not None and d.ci_low is not None and d.ci_high is not None:
         console.print(
-            f"paired on {d.n_paired} questions: {d.mcnemar_b} broken (correct → wrong), "
-            f"{d.mcnemar_c} fixed (wrong → correct); McNemar exact p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
+            f"paired on {d.n_paired} questions: {flip_counts(d.mcnemar_b or 0, d.mcnemar_c or 0)}; McNemar exact p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
             f"{1 - cfg.alpha:.0%} bootstrap CI of the difference [{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt",
             markup=False,
         )
@@ -143,19 +138,26 @@ def print_gate(decision: GateDecision, console: Console | None = None) -> None:
 
 
 def print_flips(decision: GateDecision, console: Console | None = None) -> None:
-    """The questions that changed outcome: correct → wrong first, then wrong → correct."""
+    """The questions that changed outcome: broken (correct → wrong) first, then fixed (wrong → correct).
+
+    Fits an 80-column terminal: only the question is shortened, never the change, id or statuses."""
     console = console or Console()
     if not decision.flips:
         if decision.paired:
             console.print("no question changed outcome")
         return
-    table = Table(title="flips", title_justify="left")
-    table.add_column("change")
-    table.add_column("id")
-    table.add_column("baseline → candidate")
-    table.add_column("question", overflow="ellipsis", no_wrap=True, max_width=QUESTION_WIDTH * 2)
-    for flip in decision.flips:
-        change = Text("broken → fixed", style="green") if flip.fixed else Text("fixed → broken", style="red")
-        table.add_row(change, flip.id, f"{flip.baseline_status} → {flip.candidate_status}",
-                      shorten(flip.question))
+    table = Table(title=f"flips: {flip_counts(len(decision.broken), len(decision.fixed))}", title_justify="left")
+    flips = decision.flips
+    used = 16  # 5 columns: 6 rules and 2 cells of padding each
+    for header, cells in (("change", [f.change for f in flips]), ("id", [f.id for f in flips]),
+                          ("baseline", [f.baseline_status for f in flips]),
+                          ("candidate", [f.candidate_status for f in flips])):
+        width = max(len(header), *map(len, cells))
+        table.add_column(header, no_wrap=True, min_width=width)
+        used += width
+    table.add_column("question", overflow="ellipsis", no_wrap=True, max_width=max(8, console.width - used))
+    for flip in flips:
+        table.add_row(Text(flip.change, style="green" if flip.fixed else "red"), flip.id,
+                      Text(flip.baseline_status, style=_style(flip.baseline_status)),
+                      Text(flip.candidate_status, style=_style(flip.candidate_status)), shorten(flip.question))
     console.print(table)

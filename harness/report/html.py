@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from harness.gate.gate import flip_counts
 from harness.report.markdown import (
     benchmark_mismatch,
     compare_flips,
@@ -30,6 +31,7 @@ from harness.report.markdown import (
     tokens_out,
 )
 from harness.report.records import ItemResult, Run, Summary
+from harness.scoring.status import STATUS_COLORS
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
@@ -39,16 +41,6 @@ FONT_STACK = ("system-ui, -apple-system, 'Segoe UI', 'Noto Sans CJK SC', 'Source
 PLOT_FONTS = ["DejaVu Sans", "Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
               "PingFang SC", "Microsoft YaHei", "SimHei"]
 
-STATUS_COLORS = {
-    "correct": "#2e7d32",
-    "wrong_result": "#f9a825",
-    "exec_error": "#c62828",
-    "timeout": "#6a1b9a",
-    "refused": "#ad1457",
-    "no_sql": "#757575",
-    "degenerate": "#4e342e",
-    "gold_error": "#00838f",
-}
 RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 CSS = f"""
@@ -286,15 +278,14 @@ def _flips_table(flips: Sequence[Flip], baseline: Run, candidate: Run) -> str:
     rows = []
     for f in flips:
         rb, rc = base.get(f.id), cand.get(f.id)
-        kind, label = ("fixed", "broken → fixed") if f.fixed else ("broken", "fixed → broken")
         rows.append(
-            f'<tr class="flip {kind}"><td>{label}</td><td>{_e(f.id)}</td>'
+            f'<tr class="flip {f.change}"><td>{f.change}</td><td>{_e(f.id)}</td>'
             f"<td>{_status_badge(f.baseline_status)} → {_status_badge(f.candidate_status)}</td>"
             f"<td>{_e(f.question)}</td><td>{_pre(rb.gold_sql if rb else None)}</td>"
             f"<td>{_pre(rb.predicted_sql if rb else None)}</td><td>{_pre(rc.predicted_sql if rc else None)}</td></tr>"
         )
     n_broken = sum(1 for f in flips if not f.fixed)
-    return (f"<p>{n_broken} fixed → broken, {len(flips) - n_broken} broken → fixed.</p>"
+    return (f"<p>{flip_counts(n_broken, len(flips) - n_broken)}.</p>"
             f'<table id="flips" class="flips">{head}{"".join(rows)}</table>')
 
 
@@ -316,8 +307,8 @@ def _gate_section(d: GateDecision) -> str:
         for name, b, c, allowed in rows
     )
     if d.paired and d.mcnemar_p is not None and d.ci_low is not None and d.ci_high is not None:
-        paired = (f"<p>Paired on {d.n_paired} questions: {d.mcnemar_b} broken (correct → wrong), {d.mcnemar_c} "
-                  f"fixed (wrong → correct); exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
+        paired = (f"<p>Paired on {d.n_paired} questions: {flip_counts(d.mcnemar_b or 0, d.mcnemar_c or 0)}; "
+                  f"exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
                   f"{1 - cfg.alpha:.0%} paired-bootstrap CI of the accuracy difference "
                   f"[{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt.</p>")
     else:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.gate.gate import flip_counts
 from harness.report.records import STATUSES, Run
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def compare_flips(runs: Sequence[Run], decision: GateDecision | None) -> tuple[F
         return decision.flips if decision.paired else None
     if len(runs) < 2 or not runs[0].items or not runs[1].items:
         return None
-    from harness.gate.gate import flips_between  # the gate is a later stage: imported only when needed
+    from harness.gate.gate import flips_between
 
     return flips_between(runs[0], runs[1])
 
@@ -141,8 +142,7 @@ def render_gate_markdown(decision: GateDecision) -> list[str]:
     lines.append("")
     if d.paired and d.mcnemar_p is not None and d.ci_low is not None and d.ci_high is not None:
         lines.append(
-            f"Paired on {d.n_paired} questions: {d.mcnemar_b} broken (correct → wrong), {d.mcnemar_c} fixed "
-            f"(wrong → correct); exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
+            f"Paired on {d.n_paired} questions: {flip_counts(d.mcnemar_b or 0, d.mcnemar_c or 0)}; exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
             f"{1 - cfg.alpha:.0%} paired-bootstrap CI of the accuracy difference "
             f"[{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt."
         )
@@ -161,12 +161,12 @@ def render_flips_markdown(flips: Sequence[Flip], runs: Sequence[Run]) -> list[st
     for f in flips:
         rb, rc = base.get(f.id), cand.get(f.id)
         rows.append([
-            "broken → fixed" if f.fixed else "fixed → broken", f.id, f"{f.baseline_status} → {f.candidate_status}",
+            f.change, f.id, f"{f.baseline_status} → {f.candidate_status}",
             f.question, _code(rb.gold_sql if rb else None), _code(rb.predicted_sql if rb else None),
             _code(rc.predicted_sql if rc else None),
         ])
     n_broken = sum(1 for f in flips if not f.fixed)
-    return [f"{n_broken} fixed → broken, {len(flips) - n_broken} broken → fixed.", "",
+    return [f"{flip_counts(n_broken, len(flips) - n_broken)}.", "",
             *_table(["change", "id", "status", "question", "gold", "baseline SQL", "candidate SQL"], rows,
                     align="lllllll"), ""]
 

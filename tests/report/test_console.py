@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
 from rich.console import Console
 
 import harness.report.console as console_module
 from harness.gate import GateConfig, decide
-from harness.report.console import print_gate, print_summary
+from harness.report.console import print_flips, print_gate, print_summary
 from harness.report.records import Run
 
 
@@ -40,11 +41,30 @@ def test_print_gate_shows_verdict_numbers_and_flips(base_run: Run, tuned_run: Ru
     out = console.export_text()
     assert out.splitlines()[0].startswith("gate: FAIL" if not d.passed else "gate: PASS")
     assert f"McNemar exact p = {d.mcnemar_p:.3g}" in out
-    assert f"{d.mcnemar_b} broken" in out and f"{d.mcnemar_c} fixed" in out
-    assert "fixed → broken" in out and "broken → fixed" in out
-    for flip in d.flips:
-        assert f" {flip.id} " in out
+    assert f"{d.mcnemar_b} broken (correct → wrong), {d.mcnemar_c} fixed (wrong → correct)" in out
+    assert "→ fixed" not in out and "→ broken" not in out  # one vocabulary: a flip is fixed or broken
+    rows = [line for line in out.splitlines() if line.startswith("│ fixed ") or line.startswith("│ broken ")]
+    assert len(rows) == len(d.flips)
+    for flip, row in zip(d.flips, rows, strict=True):
+        assert row.split("│")[1].strip() == ("fixed" if flip.candidate_status == "correct" else "broken")
     assert "杭州市第" in out
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_flips_fit_the_terminal(base_run: Run, tuned_run: Run, width: int) -> None:
+    from rich.cells import cell_len
+
+    d = decide(base_run, tuned_run)
+    console = Console(record=True, width=width, color_system=None, force_terminal=False)
+    print_flips(d, console)
+    lines = console.export_text().splitlines()
+    assert lines and max(cell_len(line.rstrip()) for line in lines) <= width
+    body = [line for line in lines if line.startswith("│")]
+    assert len(body) == len(d.flips)
+    for flip, line in zip(d.flips, body, strict=True):  # change, id and statuses are whole; only the question shortens
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        assert cells[:4] == [flip.change, flip.id, flip.baseline_status, flip.candidate_status]
+        assert line.rstrip().endswith("│")
 
 
 def test_print_gate_without_paired_results(base_run: Run, tuned_run: Run) -> None:

@@ -101,7 +101,9 @@ def test_compare_html_has_plots_and_flips(compare_html: str, base_run: Run, tune
     assert flips["tag"] == "table"
     assert flips["inside"].count("tr") == len(d.flips) + 1  # header + one row per flip
     text = dom.text_of("flips")
-    assert "fixed → broken" in text and "broken → fixed" in text
+    assert "→ fixed" not in text and "→ broken" not in text  # one vocabulary: a flip is fixed or broken
+    n_broken = sum(not f.fixed for f in d.flips)
+    assert f"{n_broken} broken (correct → wrong), {len(d.flips) - n_broken} fixed (wrong → correct)" in compare_html
     for flip in d.flips:
         assert flip.question.split("：")[0] in text
     assert "gate" in dom.by_id and ("FAIL" in dom.text_of("gate") or "PASS" in dom.text_of("gate"))
