@@ -16,32 +16,26 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.benchmark.loader import load_benchmark
 from harness.benchmark.model import Question
-from harness.db.executor import ConnectionLost, Execution, ResultSet, SafeExecutor
-from harness.db.fixture import FixtureDatabases, VariantDatabase
+from harness.db.fixture import FixtureDatabases
 from harness.db.provision import provision
-from harness.db.server import Server
-from harness.diagnose import diagnose
-from harness.errors import InfrastructureError, OutputDirError
+from harness.errors import OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
 from harness.report.records import ItemResult, Summary
 from harness.report.summary import summarise
 from harness.report.writer import RunWriter
-from harness.scoring.exact import exact_match
-from harness.scoring.execution import Verdict, execution_match, first_differences
-from harness.scoring.normalise import gold_is_ordered
-from harness.sql.extract import extract_sql
-from harness.sql.schema import SchemaCatalog
+from harness.scoring.scorer import Scorer, ScorerOptions
+
+__all__ = ["EvalConfig", "RunResult", "Scorer", "build_backend", "evaluate", "generate"]
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "embedded"
-MAX_INFRA_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -160,7 +154,8 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
             t0 = time.monotonic()
             generations = generate(backend, config, questions)
             gen_seconds = time.monotonic() - t0
-            scorer = Scorer(server, fixtures, config)
+            scorer = Scorer(server, fixtures, ScorerOptions(row_cap=config.row_cap, run_dir=out,
+                                                            statement_timeout_ms=config.statement_timeout_ms))
             writer = RunWriter(out)
             items: list[ItemResult] = []
             try:
@@ -182,141 +177,3 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
         if own_backend:
             backend.close()
     return RunResult(out, summary, tuple(items), tuple(warnings))
-
-
-class Scorer:
-    """Executes gold and prediction on every data variant and scores the prediction."""
-
-    def __init__(self, server: Server, fixtures: FixtureDatabases, config: EvalConfig) -> None:
-        self.server = server
-        self.fixtures = fixtures
-        self.config = config
-        self._executors: dict[str, SafeExecutor] = {}
-        self._gold_cache: dict[tuple[str, str], Execution] = {}
-        self._catalogs: dict[str, SchemaCatalog | None] = {}
-
-    def close(self) -> None:
-        for ex in self._executors.values():
-            ex.close()
-        self._executors.clear()
-
-    def _executor(self, vdb: VariantDatabase) -> SafeExecutor:
-        if vdb.dbname not in self._executors:
-            self._executors[vdb.dbname] = SafeExecutor(self.fixtures.reader(vdb), row_cap=self.config.row_cap,
-                                                       statement_timeout_ms=self.config.statement_timeout_ms)
-        return self._executors[vdb.dbname]
-
-    def _catalog(self, q: Question) -> SchemaCatalog | None:
-        if q.db not in self._catalogs:
-            try:
-                self._catalogs[q.db] = SchemaCatalog.from_ddl(self.fixtures.benchmark.databases[q.db].schema_sql)
-            except Exception as exc:  # a schema sqlglot cannot read only disables the identifier check
-                log.warning("schema of %s not parsed for identifier checks: %s", q.db, exc)
-                self._catalogs[q.db] = None
-        return self._catalogs[q.db]
-
-    def execute(self, vdb: VariantDatabase, sql: str) -> Execution:
-        """Run with infrastructure-fault handling: a dead server is restarted and the query retried; a
-        query that only killed its own session is an error of that query. Never a silent model failure."""
-        for attempt in range(MAX_INFRA_RETRIES + 1):
-            try:
-                return self._executor(vdb).run(sql)
-            except ConnectionLost as exc:
-                self._executors.pop(vdb.dbname, None)
-                if self.server.is_alive():
-                    if attempt >= 1:
-                        return Execution("exec_error", error=f"the query broke its own connection: {exc}")
-                    continue
-                log.warning("database server down (%s); restarting (attempt %d)", exc, attempt + 1)
-                if not self.server.recover():
-                    raise InfrastructureError(
-                        f"the {self.server.kind} PostgreSQL server stopped answering and could not be restarted "
-                        f"({exc}). Results so far are in {self.config.out or 'the run directory'}; re-run the same "
-                        f"command to resume.\nServer log:\n{self.server.logs()}") from exc
-                time.sleep(0.2 * (attempt + 1))
-        raise InfrastructureError(f"the database kept failing after {MAX_INFRA_RETRIES} restarts")
-
-    def _gold(self, vdb: VariantDatabase, gold: str) -> Execution:
-        key = (vdb.dbname, gold)
-        if key not in self._gold_cache:
-            self._gold_cache[key] = self.execute(vdb, gold)
-        return self._gold_cache[key]
-
-    def score(self, q: Question, gen: Generation) -> ItemResult:
-        t0 = time.monotonic()
-        extracted = extract_sql(gen.text)
-        diagnosis = diagnose(gen.text, extracted, gen.finish_reason, q.question, q.context, self._catalog(q))
-        flags = list(diagnosis.flags)
-        details = dict(diagnosis.details)
-        if gen.error:
-            flags.append("backend_error")
-            details["backend_error"] = gen.error
-        base: dict[str, Any] = dict(id=q.id, question=q.question, gold_sql=q.gold, raw_output=gen.text,
-                                    predicted_sql=extracted.sql, tags=q.tags, difficulty=q.difficulty,
-                                    finish_reason=gen.finish_reason, tokens_in=gen.tokens_in,
-                                    tokens_out=gen.tokens_out, cost_cny=gen.cost_cny)
-        timings = {"generate": round(gen.seconds, 4)}
-        variants = self.fixtures.variants(q.db)
-
-        # golds first: a failing gold is a benchmark defect, never the model's fault
-        gold_runs: list[list[Execution]] = []
-        for gold in q.golds:
-            gold_runs.append([self._gold(v, gold) for v in variants])
-        usable = [i for i, runs in enumerate(gold_runs) if all(r.status == "ok" for r in runs)]
-        em = bool(extracted.sql) and any(exact_match(g, extracted.sql or "") for g in q.golds)
-        if not usable:
-            bad = next(r for r in gold_runs[0] if r.status != "ok")
-            return ItemResult(**base, status="gold_error", execution_match=None, execution_match_superset=None,
-                              exact_match=None, flags=tuple(flags), flag_details=details,
-                              error=f"gold failed ({bad.status}, SQLSTATE {bad.sqlstate}): {bad.error}",
-                              variants_total=len(variants), timings=timings)
-
-        def result(status: str, error: str | None = None, matched: int = 0, superset: bool = False,
-                   diff: str | None = None) -> ItemResult:
-            timings["score"] = round(time.monotonic() - t0, 4)
-            return ItemResult(**base, status=status, execution_match=status == "correct",
-                              execution_match_superset=superset or status == "correct", exact_match=em,
-                              flags=tuple(flags), flag_details=details, error=error, variants_matched=matched,
-                              variants_total=len(variants), diff=diff, timings=timings)
-
-        if not extracted.sql:
-            return result("no_sql", error=gen.error or "no SQL found in the output")
-        if diagnosis.sql_degenerate:
-            return result("degenerate", error=details.get("degenerate", "the SQL is a loop"))
-        pred_runs: list[Execution] = []
-        for v in variants:
-            run = self.execute(v, extracted.sql)
-            if run.status != "ok":
-                timings["execute"] = round(sum(r.seconds for r in pred_runs) + run.seconds, 4)
-                return result(run.status, error=(f"SQLSTATE {run.sqlstate}: " if run.sqlstate else "") + (run.error or ""))
-            pred_runs.append(run)
-        timings["execute"] = round(sum(r.seconds for r in pred_runs), 4)
-        preds = [_ok_result(r) for r in pred_runs]
-        best_matched, superset_ok, diff = 0, False, None
-        for i in usable:
-            golds = [_ok_result(r) for r in gold_runs[i]]
-            ordered = gold_is_ordered(q.golds[i])
-            verdicts = [execution_match(g, p, ordered=ordered) for g, p in zip(golds, preds, strict=True)]
-            matched = sum(v.match for v in verdicts)
-            supers = all(execution_match(g, p, ordered=ordered, superset=True).match
-                         for g, p in zip(golds, preds, strict=True))
-            superset_ok = superset_ok or supers
-            if matched == len(variants):
-                return result("correct", matched=matched, superset=True)
-            if matched >= best_matched:
-                best_matched = matched
-                j = next(k for k, v in enumerate(verdicts) if not v.match)
-                diff = _explain(verdicts[j], golds[j], preds[j], variants[j])
-        return result("wrong_result", error=diff.splitlines()[0] if diff else None, matched=best_matched,
-                      superset=superset_ok, diff=diff)
-
-
-def _ok_result(run: Execution) -> ResultSet:
-    """The rows of an execution whose status is "ok" (the executor always attaches them)."""
-    if run.result is None:  # an internal invariant, checked explicitly rather than asserted
-        raise RuntimeError(f"internal error: an execution with status {run.status!r} carries no result set")
-    return run.result
-
-
-def _explain(verdict: Verdict, gold: ResultSet, pred: ResultSet, vdb: VariantDatabase) -> str:
-    return f"[{vdb.variant}] {verdict.reason}\n{first_differences(gold, pred)}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from harness.pipeline import EvalConfig, evaluate
 from harness.report.records import load_run
+from harness.scoring.status import FLAGS, Status
 
 from .conftest import MINI
 
@@ -122,3 +124,156 @@ def test_api_cost_is_summed_and_scaled_per_1000(tmp_path):
     assert s.cost_cny == pytest.approx(0.008)
     assert s.cost_cny_per_1k_questions == pytest.approx(2.0)
     assert s.generation_seconds_per_1k_questions == pytest.approx(500.0)
+
+
+# --- golds: every alternative tried, the report names the gold it describes ------------------------
+
+GOLD_QUESTIONS = [
+    # the prediction matches only the second gold: every alternative must be tried
+    {"id": "second-gold", "answer": ["SELECT name FROM rfgcpy WHERE ssqx = '拱墅区'",
+                                     "SELECT name FROM rfgcpy WHERE ssqx = '西湖区'"],
+     "output": "SELECT name FROM rfgcpy WHERE ssqx = '西湖区';"},
+    # matches gold 2 on data/v1.sql only, golds 1 and 3 nowhere: reported against gold 2
+    {"id": "closest-gold", "answer": ["SELECT id FROM rfgcpy WHERE id > 100",
+                                      "SELECT id FROM rfgcpy WHERE ssqx = '上城区'",
+                                      "SELECT id FROM rfgcpy WHERE id > 200"],
+     "output": "SELECT id FROM rfgcpy WHERE id IN (1, 2);"},
+    # runs on data/v1.sql (id 4 exists), divides by zero on data/v2.sql
+    {"id": "gold-fails-on-v2", "answer": "SELECT 1 / (SELECT count(*) FROM rfgcpy WHERE id = 4)",
+     "output": "SELECT 1;"},
+    # order comes from the gold's syntax tree, never from the prediction's
+    {"id": "unordered-gold", "answer": "SELECT id FROM rfgcpy WHERE id < 4",
+     "output": "SELECT id FROM rfgcpy WHERE id < 4 ORDER BY id DESC;"},
+    {"id": "ordered-gold", "answer": "SELECT id FROM rfgcpy WHERE id < 4 ORDER BY id",
+     "output": "SELECT id FROM rfgcpy WHERE id < 4 ORDER BY id DESC;"},
+]
+
+
+def _benchmark(root, questions, *, data_in_schema=False):
+    """A benchmark directory: the mini schema and data variants, or one schema.sql holding the data."""
+    root.mkdir()
+    if data_in_schema:
+        (root / "schema.sql").write_text("CREATE TABLE t (id integer);\nINSERT INTO t VALUES (1), (2);\n",
+                                         encoding="utf-8")
+    else:
+        shutil.copy(MINI / "schema.sql", root / "schema.sql")
+        shutil.copytree(MINI / "data", root / "data")
+    lines = [json.dumps({"id": q["id"], "question": f"问题 {q['id']}", "answer": q["answer"]}, ensure_ascii=False)
+             for q in questions]
+    (root / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    preds = root.parent / f"{root.name}-pred.jsonl"
+    preds.write_text("".join(json.dumps({"id": q["id"], "output": q["output"]}, ensure_ascii=False) + "\n"
+                             for q in questions), encoding="utf-8")
+    return root, preds
+
+
+@pytest.fixture(scope="module")
+def gold_run(tmp_path_factory, pg_server):
+    bench, preds = _benchmark(tmp_path_factory.mktemp("golds") / "bench", GOLD_QUESTIONS)
+    result = evaluate(EvalConfig(benchmark=bench, model=f"replay:{preds}", db="local", out=bench.parent / "run",
+                                 use_cache=False, progress=False))
+    return by_id(result)
+
+
+def test_every_alternative_gold_is_tried(gold_run):
+    item = gold_run["second-gold"]
+    assert item.status == "correct", item.diff
+    assert item.gold_sql == GOLD_QUESTIONS[0]["answer"][1]
+
+
+def test_wrong_result_is_reported_against_the_closest_gold(gold_run):
+    item = gold_run["closest-gold"]
+    assert item.status == "wrong_result"
+    assert item.variants_matched == 1 and item.variants_total == 2
+    assert item.gold_sql == GOLD_QUESTIONS[1]["answer"][1]  # the gold the diff describes, not the first
+    assert item.diff.startswith("[data/v2.sql] ")
+    assert "against gold 2, the closest of 3 alternative golds tried" in item.error
+
+
+def test_a_gold_failing_on_the_second_variant_only_is_a_gold_error(gold_run):
+    item = gold_run["gold-fails-on-v2"]
+    assert item.status == "gold_error" and item.execution_match is None
+    assert item.error.startswith("gold failed on data/v2.sql (exec_error, SQLSTATE 22012)")
+
+
+def test_row_order_is_decided_by_the_gold_not_the_prediction(gold_run):
+    assert gold_run["unordered-gold"].status == "correct"
+    assert gold_run["ordered-gold"].status == "wrong_result"
+    assert "order matters" in gold_run["ordered-gold"].diff
+
+
+def test_data_in_schema_sql_is_named_so_in_diffs(tmp_path, pg_server):
+    question = {"id": "q", "answer": "SELECT id FROM t", "output": "SELECT id + 1 FROM t;"}
+    bench, preds = _benchmark(tmp_path / "schema-only", [question], data_in_schema=True)
+    result = evaluate(EvalConfig(benchmark=bench, model=f"replay:{preds}", db="local", out=tmp_path / "run",
+                                 use_cache=False, progress=False))
+    (item,) = result.items
+    assert item.status == "wrong_result"
+    assert item.diff.startswith("[schema.sql] row values differ")
+    assert "[empty]" not in item.diff
+
+
+# --- the prediction is parsed once, and that tree is what the later stages read -------------------
+
+def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeypatch, mini_fixtures, pg_server):
+    """The schema check (diagnose), the guard (through the executor) and exact match all receive the one
+    tree the scorer parsed, so none of them parses the prediction again."""
+    import harness.scoring.scorer as scorer_module
+    from harness.db.executor import SafeExecutor
+    from harness.models.base import Generation
+    seen: dict[str, list[object]] = {"parse": [], "diagnose": [], "run": [], "exact": []}
+
+    def spy(name, original):
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            seen[name].append(result if name == "parse" else kwargs.get("parsed"))
+            return result
+        return wrapper
+
+    for name in ("parse_statement", "diagnose", "exact_match"):
+        key = {"parse_statement": "parse", "diagnose": "diagnose", "exact_match": "exact"}[name]
+        monkeypatch.setattr(scorer_module, name, spy(key, getattr(scorer_module, name)))
+    monkeypatch.setattr(SafeExecutor, "run", spy("run", SafeExecutor.run))
+    scorer = scorer_module.Scorer(pg_server, mini_fixtures, scorer_module.ScorerOptions())
+    question = next(q for q in mini_fixtures.benchmark.questions if q.id == "names")
+    try:
+        item = scorer.score(question, Generation("names", "SELECT name FROM rfgcpy WHERE ssqx LIKE '西湖%';"))
+    finally:
+        scorer.close()
+    assert item.status == "correct" and item.exact_match is True
+    (tree,) = seen["parse"]
+    assert tree is not None
+    assert seen["diagnose"] == [tree] and seen["exact"] and all(t is tree for t in seen["exact"])
+    prediction_runs = [t for t in seen["run"] if t is not None]
+    assert len(prediction_runs) == 2 and all(t is tree for t in prediction_runs)  # one per data variant
+
+
+# --- summarise: the rates as the README defines them ----------------------------------------------
+
+def test_degenerate_rate_counts_flag_only_items():
+    from harness.benchmark.loader import load_benchmark
+    from harness.report.records import ItemResult
+    from harness.report.summary import summarise
+
+    def item(i, status, flags=()):
+        scored = status != "gold_error"
+        return ItemResult(id=str(i), question="q", gold_sql="SELECT 1", raw_output="", predicted_sql="SELECT 2",
+                          status=status, execution_match=(status == "correct") if scored else None,
+                          execution_match_superset=None, exact_match=None, flags=tuple(flags))
+
+    items = [item(1, "degenerate", ["degenerate"]), item(2, "wrong_result", ["degenerate", "truncated"]),
+             item(3, "correct"), item(4, "refused"), item(5, "gold_error", ["degenerate"])]
+    s = summarise(items, benchmark=load_benchmark(MINI, "test"), model="replay:x")
+    assert s.n_scored == 4
+    assert s.degenerate_rate == pytest.approx(2 / 4)  # the status and the flag-only item; gold_error excluded
+    assert s.refused_rate == pytest.approx(1 / 4)
+    assert s.execution_accuracy == pytest.approx(1 / 4)
+    assert list(s.status_counts) == [st.value for st in Status]
+    assert s.status_counts["gold_error"] == 1 and s.flag_counts == {"degenerate": 3, "truncated": 1}
+
+
+def test_one_status_vocabulary():
+    from harness.report import records
+    assert tuple(records.STATUSES) == tuple(Status)
+    assert "backend_error" in FLAGS
+    assert all(s.style and s.color.startswith("#") for s in Status)

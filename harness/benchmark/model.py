@@ -42,6 +42,25 @@ class DatabaseSpec:
     def schema_sql(self) -> str:
         return self.schema_path.read_text(encoding="utf-8")
 
+    def variant_label(self, name: str) -> str:
+        """How diffs and errors name a data variant: its data file, relative to the database folder,
+        or ``schema.sql`` when the data sits in the schema file (the variant has no file of its own).
+
+        >>> spec = DatabaseSpec("default", Path("b/schema.sql"), (DataVariant("v1", Path("b/data/v1.sql")),
+        ...                     DataVariant("empty", None)))
+        >>> spec.variant_label("v1"), spec.variant_label("empty")
+        ('data/v1.sql', 'schema.sql')
+        """
+        variant = next((v for v in self.variants if v.name == name), None)
+        if variant is None:
+            return name
+        if variant.path is None:
+            return self.schema_path.name
+        try:
+            return variant.path.relative_to(self.schema_path.parent).as_posix()
+        except ValueError:
+            return variant.path.name
+
 
 @dataclass(frozen=True)
 class Benchmark:

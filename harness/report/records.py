@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from harness.errors import Txt2SqlError
-
-Status = Literal["correct", "wrong_result", "exec_error", "timeout", "refused", "no_sql", "degenerate", "gold_error"]
-STATUSES: tuple[str, ...] = ("correct", "wrong_result", "exec_error", "timeout", "refused", "no_sql",
-                             "degenerate", "gold_error")
+from harness.scoring.status import STATUSES, Status  # noqa: F401  (the one status vocabulary; STATUSES re-exported)
 
 
 @dataclass(frozen=True)
@@ -22,7 +19,7 @@ class ItemResult:
     gold_sql: str
     raw_output: str
     predicted_sql: str | None
-    status: str
+    status: Status
     execution_match: bool | None  # None when the gold failed (gold_error): excluded from scores
     execution_match_superset: bool | None
     exact_match: bool | None

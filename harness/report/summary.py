@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.benchmark.model import Benchmark
-from harness.report.records import STATUSES, ItemResult, Summary, TagScore
+from harness.report.records import ItemResult, Summary, TagScore
+from harness.scoring.status import STATUSES, Status
 
 VERSIONED = ("txt2sql", "torch", "transformers", "peft", "bitsandbytes", "psycopg", "sqlglot", "shapely")
 
@@ -67,8 +68,8 @@ def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, 
         by_tag=by_tag, fixture_intact=fixture_intact,
         benchmark=str(benchmark.path), benchmark_sha256=benchmark.sha256, split=benchmark.split,
         model=model, model_fingerprint=fingerprint, variants=variants,
-        degenerate_rate=_rate(sum("degenerate" in i.flags or i.status == "degenerate" for i in scored), n),
-        refused_rate=_rate(statuses.get("refused", 0), n),
+        degenerate_rate=_rate(sum("degenerate" in i.flags or i.status == Status.DEGENERATE for i in scored), n),
+        refused_rate=_rate(sum(i.status == Status.REFUSED for i in scored), n),
         tokens_in=sum(i.tokens_in for i in items), tokens_out=sum(i.tokens_out for i in items),
         generation_seconds=round(generation_seconds, 3),
         generation_seconds_per_1k_questions=round(generation_seconds * 1000 / len(items), 1) if items else 0.0,

@@ -36,16 +36,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-__all__ = ["QueryShape", "exact_match", "clause_differences", "normalise_sql", "query_shape"]
+__all__ = ["QueryShape", "exact_match", "clause_differences", "normalise_sql", "parse_statement", "query_shape"]
 
 DIALECT = "postgres"
 
@@ -73,10 +74,14 @@ class QueryShape:
         return repr(self)
 
 
-def exact_match(gold: str, pred: str) -> bool:
-    """True when ``pred`` is ``gold`` clause by clause, after normalisation (see the module docstring)."""
-    pred_shape = query_shape(pred)
-    gold_shape = query_shape(gold)
+def exact_match(gold: str, pred: str, *, parsed: exp.Expr | None = None) -> bool:
+    """True when ``pred`` is ``gold`` clause by clause, after normalisation (see the module docstring).
+
+    ``parsed``: ``pred`` as ``parse_statement`` already parsed it (the pipeline parses each prediction
+    once); it is read, never changed. A gold's shape is computed once per gold text.
+    """
+    pred_shape = _shape_of(parsed) if parsed is not None else query_shape(pred)
+    gold_shape = _gold_shape(gold)
     if gold_shape is None or pred_shape is None:
         # sqlglot cannot parse some PostGIS operators (~=, &&&, |>>): fall back to the text with case,
         # whitespace and a trailing ';' folded, so identical SQL still matches.
@@ -103,9 +108,16 @@ def clause_differences(gold: str, pred: str) -> tuple[str, ...]:
 
 def query_shape(sql: str) -> QueryShape | None:
     """The per-clause shape of one statement, or None when it does not parse or is not one statement."""
-    tree = _parse_one(sql)
-    if tree is None:
-        return None
+    tree = parse_statement(sql)
+    return None if tree is None else _shape_of(tree)
+
+
+@lru_cache(maxsize=4096)
+def _gold_shape(sql: str) -> QueryShape | None:
+    return query_shape(sql)
+
+
+def _shape_of(tree: exp.Expr) -> QueryShape | None:
     try:
         tree = _prepare(tree)
         return _shape(tree, _Ctx())
@@ -119,7 +131,7 @@ def normalise_sql(sql: str) -> str:
     >>> normalise_sql('SELECT COUNT(*) AS "数量" FROM RFGCPY WHERE jgsj > 2000.0;')
     'SELECT COUNT(*) AS 数量 FROM rfgcpy WHERE jgsj > 2000'
     """
-    tree = _parse_one(sql)
+    tree = parse_statement(sql)
     if tree is None:
         return _collapse(sql)
     try:
@@ -143,7 +155,17 @@ class _Ctx:
         return None
 
 
-def _parse_one(sql: str) -> exp.Expr | None:
+def parse_statement(sql: str) -> exp.Expr | None:
+    """``sql`` parsed by sqlglot (dialect postgres) when it is exactly one statement sqlglot understands;
+    None otherwise (no statement, several, a syntax error, or text sqlglot kept as an opaque command).
+    The pipeline parses each prediction once with this and hands the tree to the guard, the schema
+    check and exact match.
+
+    >>> parse_statement("SELECT 1;").sql()
+    'SELECT 1'
+    >>> parse_statement("SELECT 1; SELECT 2") is None, parse_statement("SELECT FROM WHERE") is None
+    (True, True)
+    """
     logger = logging.getLogger("sqlglot")
     previous = logger.level
     logger.setLevel(logging.ERROR)
@@ -230,45 +252,8 @@ def _set_shape(node: exp.SetOperation, ctx: _Ctx) -> QueryShape:
 
 def _select_shape(select: exp.Select, ctx: _Ctx) -> QueryShape:
     with_keys, ctx = _with(select, ctx)
-    sources: list[tuple[str, exp.Expr, str]] = []  # (kind, node, alias)
-    from_ = select.args.get("from_") or select.args.get("from")
-    if from_ is not None:
-        sources.append(("inner", from_.this, from_.this.alias_or_name))
     joins = select.args.get("joins") or []
-    for join in joins:
-        sources.append((_join_kind(join), join.this, join.this.alias_or_name))
-
-    # alias -> canonical name, for this scope
-    alias_map: dict[str, str] = {}
-    seen: dict[str, int] = {}
-    source_keys: list[tuple[str, str]] = []  # (kind, canonical or subquery key)
-    subquery_count = 0
-    for kind, source, alias in sources:
-        if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
-            name = source.name
-            db = source.db if source.db and source.db != "public" else ""
-            cte = None if db else ctx.cte(name)
-            base = cte or (f"{db}.{name}" if db else name)
-            seen[base] = seen.get(base, 0) + 1
-            canonical = base if seen[base] == 1 else f"{base}#{seen[base]}"
-            source_keys.append((kind, base))
-        elif isinstance(source, exp.Subquery):
-            subquery_count += 1
-            canonical = f"subquery#{subquery_count}"
-            columns = ",".join(c.name for c in source.args["alias"].columns) if source.args.get("alias") else ""
-            lateral = "lateral " if source.args.get("lateral") else ""
-            source_keys.append((kind, f"{lateral}({columns})" + _shape(source.this, _Ctx(ctx.ctes, ctx.outer)).key()))
-        else:
-            subquery_count += 1
-            canonical = f"source#{subquery_count}"
-            stripped = source.copy()
-            if stripped.args.get("alias") is not None:
-                cols = stripped.args["alias"].columns
-                stripped.set("alias", exp.TableAlias(columns=cols) if cols else None)
-            source_keys.append((kind, stripped.sql(dialect=DIALECT)))
-        alias_map[alias or canonical] = canonical
-        if isinstance(source, exp.Table) and source.name and not source.alias:
-            alias_map.setdefault(source.name, canonical)
+    alias_map, source_keys = _sources(select, joins, ctx)
     maps = ((tuple(alias_map.items())),) + ctx.outer
     single = next(iter(alias_map.values())) if len(set(alias_map.values())) == 1 else None
     inner_ctx = replace(ctx, outer=maps)
@@ -279,6 +264,77 @@ def _select_shape(select: exp.Select, ctx: _Ctx) -> QueryShape:
     projections = [p.this if isinstance(p, exp.Alias) else p for p in select.expressions]
     outputs = {p.alias: p.this for p in select.expressions if isinstance(p, exp.Alias) and p.alias}
 
+    def resolved(nodes: Iterator[exp.Expr] | list[exp.Expr]) -> tuple[str, ...]:
+        return tuple(sorted(key(_resolve_output(n, outputs, projections)) for n in nodes))
+
+    where, group, having, order = (select.args.get(k) for k in ("where", "group", "having", "order"))
+    return QueryShape(
+        kind="select",
+        with_=with_keys,
+        distinct=_distinct_key(select, key),
+        select=tuple(sorted(key(p) for p in projections)),
+        from_=tuple(sorted(f"{k}: {s}" for k, s in source_keys)),
+        join_on=_join_on_keys(joins, key),
+        where=tuple(sorted(key(c) for c in _conjuncts(where.this))) if where is not None else (),
+        group_by=resolved(group.expressions) if group is not None else (),
+        having=resolved(_conjuncts(having.this)) if having is not None else (),
+        order_by=tuple(_ordered_key(o, outputs, projections, key, inner_ctx) for o in order.expressions)
+        if order is not None else (),
+        limit=_limit_key(select),
+        offset=_offset_key(select),
+    )
+
+
+def _sources(select: exp.Select, joins: list[exp.Join],
+             ctx: _Ctx) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """This scope's FROM/JOIN sources: alias -> canonical name, and one (join kind, key) per source."""
+    sources: list[tuple[str, exp.Expr]] = []
+    from_ = select.args.get("from_") or select.args.get("from")
+    if from_ is not None:
+        sources.append(("inner", from_.this))
+    sources += [(_join_kind(join), join.this) for join in joins]
+    alias_map: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    source_keys: list[tuple[str, str]] = []
+    unnamed = 0
+    for kind, source in sources:
+        if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+            base = _table_base(source, ctx)
+            seen[base] = seen.get(base, 0) + 1
+            canonical = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            source_keys.append((kind, base))
+        else:
+            unnamed += 1
+            canonical, source_key = _derived_source(source, unnamed, ctx)
+            source_keys.append((kind, source_key))
+        alias_map[source.alias_or_name or canonical] = canonical
+        if isinstance(source, exp.Table) and source.name and not source.alias:
+            alias_map.setdefault(source.name, canonical)
+    return alias_map, source_keys
+
+
+def _table_base(table: exp.Table, ctx: _Ctx) -> str:
+    """A table's canonical name: schema-qualified unless public; a CTE by its position."""
+    name = table.name
+    db = table.db if table.db and table.db != "public" else ""
+    cte = None if db else ctx.cte(name)
+    return cte or (f"{db}.{name}" if db else name)
+
+
+def _derived_source(source: exp.Expr, number: int, ctx: _Ctx) -> tuple[str, str]:
+    """(canonical name, key) of a subquery or table function in FROM/JOIN."""
+    if isinstance(source, exp.Subquery):
+        columns = ",".join(c.name for c in source.args["alias"].columns) if source.args.get("alias") else ""
+        lateral = "lateral " if source.args.get("lateral") else ""
+        return f"subquery#{number}", f"{lateral}({columns})" + _shape(source.this, _Ctx(ctx.ctes, ctx.outer)).key()
+    stripped = source.copy()
+    if stripped.args.get("alias") is not None:
+        cols = stripped.args["alias"].columns
+        stripped.set("alias", exp.TableAlias(columns=cols) if cols else None)
+    return f"source#{number}", stripped.sql(dialect=DIALECT)
+
+
+def _join_on_keys(joins: list[exp.Join], key: Callable[[exp.Expr], str]) -> tuple[str, ...]:
     join_on: list[str] = []
     for join in joins:
         kind = _join_kind(join)
@@ -288,34 +344,15 @@ def _select_shape(select: exp.Select, ctx: _Ctx) -> QueryShape:
         using = join.args.get("using")
         if using:
             join_on.append(f"{kind}: using(" + ",".join(sorted(u.name for u in using)) + ")")
+    return tuple(sorted(join_on))
 
-    where = select.args.get("where")
-    group = select.args.get("group")
-    having = select.args.get("having")
-    order = select.args.get("order")
+
+def _distinct_key(select: exp.Select, key: Callable[[exp.Expr], str]) -> str:
     distinct = select.args.get("distinct")
-    distinct_key = ""
-    if distinct is not None:
-        on = distinct.args.get("on")
-        distinct_key = "distinct" + (f" on {key(on)}" if on is not None else "")
-
-    return QueryShape(
-        kind="select",
-        with_=with_keys,
-        distinct=distinct_key,
-        select=tuple(sorted(key(p) for p in projections)),
-        from_=tuple(sorted(f"{k}: {s}" for k, s in source_keys)),
-        join_on=tuple(sorted(join_on)),
-        where=tuple(sorted(key(c) for c in _conjuncts(where.this))) if where is not None else (),
-        group_by=tuple(sorted(key(_resolve_output(g, outputs, projections)) for g in group.expressions))
-        if group is not None else (),
-        having=tuple(sorted(key(_resolve_output(c, outputs, projections)) for c in _conjuncts(having.this)))
-        if having is not None else (),
-        order_by=tuple(_ordered_key(o, outputs, projections, key, inner_ctx) for o in order.expressions)
-        if order is not None else (),
-        limit=_limit_key(select),
-        offset=_offset_key(select),
-    )
+    if distinct is None:
+        return ""
+    on = distinct.args.get("on")
+    return "distinct" + (f" on {key(on)}" if on is not None else "")
 
 
 def _join_kind(join: exp.Join) -> str:
@@ -398,30 +435,43 @@ def _expr_key(node: exp.Expr, maps: tuple[tuple[tuple[str, str], ...], ...], sin
     node = node.copy()
     while isinstance(node, exp.Paren):
         node = node.this
-    # nested queries first, outermost first: each becomes a placeholder holding its shape
+    node = _inline_subqueries(node, ctx)
+    if isinstance(node, (exp.Select, exp.SetOperation)):
+        return _shape(node, ctx).key()
+    _qualify_columns(node, maps, single)
+    return _order_operands(node).sql(dialect=DIALECT)
+
+
+def _inline_subqueries(node: exp.Expr, ctx: _Ctx) -> exp.Expr:
+    """Nested queries, outermost first, become placeholders holding their shape."""
     while True:
         sub = next((s for s in node.find_all(exp.Select, exp.SetOperation) if s is not node), None)
         if sub is None:
-            break
+            return node
         placeholder = exp.Anonymous(this="__query", expressions=[exp.Literal.string(_shape(sub, ctx).key())])
         if sub.parent is None:
-            node = placeholder
-            break
+            return placeholder
         sub.replace(placeholder)
-    if isinstance(node, (exp.Select, exp.SetOperation)):
-        return _shape(node, ctx).key()
+
+
+def _qualify_columns(node: exp.Expr, maps: tuple[tuple[tuple[str, str], ...], ...], single: str | None) -> None:
+    """``t1.col`` -> ``canonical.col`` through the alias maps; a bare ``col`` -> ``single.col``."""
     for column in list(node.find_all(exp.Column)):
         table = column.table
-        if table:
-            for scope in maps:
-                resolved = dict(scope).get(table)
-                if resolved is not None:
-                    column.set("table", exp.to_identifier(resolved))
-                    column.set("db", None)
-                    column.set("catalog", None)
-                    break
-        elif single is not None and not isinstance(column.this, exp.Star):
-            column.set("table", exp.to_identifier(single))
+        if not table:
+            if single is not None and not isinstance(column.this, exp.Star):
+                column.set("table", exp.to_identifier(single))
+            continue
+        resolved = next((dict(scope)[table] for scope in maps if table in dict(scope)), None)
+        if resolved is not None:
+            column.set("table", exp.to_identifier(resolved))
+            column.set("db", None)
+            column.set("catalog", None)
+
+
+def _order_operands(node: exp.Expr) -> exp.Expr:
+    """Operands whose order cannot matter in a canonical order: ``=``/``<>`` sides, IN lists; a literal
+    on the left of ``<`` moves right (``2000 < x`` is ``x > 2000``)."""
     for comparison in list(node.find_all(exp.EQ, exp.NEQ)):
         left, right = comparison.left, comparison.right
         if left.sql(dialect=DIALECT) > right.sql(dialect=DIALECT):
@@ -438,7 +488,7 @@ def _expr_key(node: exp.Expr, maps: tuple[tuple[tuple[str, str], ...], ...], sin
         items = in_.expressions
         if items:
             in_.set("expressions", sorted((i.copy() for i in items), key=lambda i: i.sql(dialect=DIALECT)))
-    return node.sql(dialect=DIALECT)
+    return node
 
 
 _FLIP: dict[type[exp.Expr], type[exp.Expr]] = {

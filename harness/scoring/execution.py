@@ -50,11 +50,12 @@ def execution_match(gold: ResultSet, pred: ResultSet, *, ordered: bool, superset
             return Verdict(True)
     if search.gave_up:
         return Verdict(False, f"columns too ambiguous to match: gave up after {MAX_ASSIGNMENTS} column orders")
-    if any(not c for c in search.candidates):
-        missing = next(i for i, c in enumerate(search.candidates) if not c)
-        return Verdict(False, f"no predicted column holds the values of gold column {missing + 1} "
-                              f"({gold.columns[missing]!r})")
-    return Verdict(False, "row values differ" + (" (order matters: gold has ORDER BY)" if ordered else ""))
+    order = " (order matters: gold has ORDER BY)" if ordered else ""
+    missing = next((i for i, c in enumerate(search.candidates) if not c), None)
+    if missing is not None and gw > 1:
+        return Verdict(False, f"row values differ: no predicted column holds the values of gold column "
+                              f"{missing + 1} ({gold.columns[missing]!r}){order}")
+    return Verdict(False, "row values differ" + order)
 
 
 def first_differences(gold: ResultSet, pred: ResultSet, limit: int = 3) -> str:
