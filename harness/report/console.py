@@ -15,6 +15,7 @@ from rich.text import Text
 from harness.gate.gate import flip_counts
 from harness.report.records import STATUSES, Summary
 from harness.scoring.status import STATUS_STYLES
+from harness.sql.visible import visible_text
 
 if TYPE_CHECKING:  # the gate is a later stage; the report only needs its decision's shape
     from harness.gate.gate import GateDecision
@@ -37,7 +38,7 @@ def shorten(text: str, width: int = QUESTION_WIDTH) -> str:
     >>> shorten("杭州市西湖区有多少个公园？", 6)
     '杭州市西湖…'
     """
-    line = " ".join(text.split())
+    line = " ".join(visible_text(text).split())
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

@@ -32,6 +32,7 @@ from harness.report.markdown import (
 )
 from harness.report.records import ItemResult, Run, Summary
 from harness.scoring.status import STATUS_COLORS
+from harness.sql.visible import visible_text
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
@@ -69,7 +70,7 @@ _SVG_REF = re.compile(r'(url\(#|href="#)([^)"]+)')
 
 
 def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape(visible_text("" if value is None else str(value)), quote=True)
 
 
 def _pct(x: float | None) -> str:
