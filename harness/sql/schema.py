@@ -197,16 +197,19 @@ def _check_scope(scope: Scope, catalog: SchemaCatalog, unknown_tables: dict[str,
             continue
         if column.find_ancestor(exp.Select, exp.SetOperation) is not scope.expression:
             continue  # sqlglot lists some columns of nested queries here too; their own scope checks them
-        key = name.lower()
-        if column.table:
-            verdict = _qualified_has(scope, column.table, key, catalog, cte_names)
-            if verdict is False:
-                unknown_columns[key] = None
-            continue
-        if key in outputs and not _in_projection(column, scope.expression):
-            continue  # ORDER BY / GROUP BY / HAVING on an output alias
-        if _unqualified_has(scope, key, catalog) is False:
-            unknown_columns[key] = None
+        if _column_unknown(scope, column, catalog, cte_names, outputs):
+            unknown_columns[name.lower()] = None
+
+
+def _column_unknown(scope: Scope, column: exp.Column, catalog: SchemaCatalog, cte_names: set[str],
+                    outputs: set[str]) -> bool:
+    """Is ``column`` (of this scope's own query) surely absent from every source it could come from?"""
+    key = column.name.lower()
+    if column.table:
+        return _qualified_has(scope, column.table, key, catalog, cte_names) is False
+    if key in outputs and not _in_projection(column, scope.expression):
+        return False  # ORDER BY / GROUP BY / HAVING on an output alias
+    return _unqualified_has(scope, key, catalog) is False
 
 
 def _qualified_has(scope: Scope | None, alias: str, col: str, catalog: SchemaCatalog,
