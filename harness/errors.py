@@ -25,6 +25,10 @@ class PredictionsError(BenchmarkError):
     """A replay/predictions file is malformed."""
 
 
+class RunFileError(BenchmarkError):
+    """A run directory's results.jsonl or summary.json is missing or malformed."""
+
+
 class ProvisionError(Txt2SqlError):
     """A database could not be provided (local cluster, docker or DSN)."""
 

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,8 @@ from harness.db.fixture import FixtureDatabases
 from harness.db.provision import provision
 from harness.errors import OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
-from harness.report.records import ItemResult, Summary
+from harness.models.registry import resolve_template
+from harness.report.records import ItemResult, Summary, run_info
 from harness.report.summary import summarise
 from harness.report.writer import RunWriter
 from harness.scoring.scorer import Scorer, ScorerOptions
@@ -172,6 +173,8 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
                                 fingerprint=backend.fingerprint, fixture_intact=(before == after),
                                 variants=max(len(d.variants) for d in benchmark.databases.values()),
                                 generation_seconds=gen_seconds, server=server, admin=fixtures)
+            summary = replace(summary, run=run_info(backend.describe(), resolve_template(backend, config.options).name,
+                                                    config.generation))
             writer.finish(summary)
     finally:
         if own_backend:

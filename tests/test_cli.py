@@ -113,3 +113,23 @@ def test_every_field_option_names_a_real_field() -> None:
 def test_pytest_gets_every_eval_and_gate_option() -> None:
     cli = {o.flag for o in options_for(EVAL) + options_for(GATE)}
     assert cli - {o.flag for o in options_for(PYTEST)} == set()
+
+
+def test_eval_records_and_shows_what_it_ran(tmp_path, capsys) -> None:
+    import json
+
+    from tests.conftest import MINI
+    from tests.test_pipeline import PREDICTIONS
+    preds = tmp_path / "pred.jsonl"
+    preds.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PREDICTIONS), encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(["eval", "--model", f"replay:{preds}", "--db", "local", "--benchmark", str(MINI), "--out", str(out),
+                 "--no-progress", "--max-new-tokens", "64", "--batch-size", "3"])
+    assert code == 0
+    run = json.loads((out / "summary.json").read_text(encoding="utf-8"))["run"]
+    assert (run["model_name"], run["backend"], run["template"]) == (str(preds), "replay", "seed-zh")
+    assert (run["max_new_tokens"], run["batch_size"], run["greedy"]) == (64, 3, True)
+    assert run["harness_version"] and run["git_commit"] and len(run["git_commit"].split("+")[0]) == 40
+    console = " ".join(capsys.readouterr().out.split())
+    assert "template seed-zh, greedy, max 64 new tokens, batch 3" in console
+    assert "max 64 new tokens" in (out / "report.html").read_text(encoding="utf-8")

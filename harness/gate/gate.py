@@ -28,12 +28,11 @@ Runs over different benchmarks (``benchmark_sha256``) or splits are never compar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.benchmark.model import Benchmark
-from harness.errors import GateError, Txt2SqlError
+from harness.errors import GateError
 from harness.gate.stats import (
     DEFAULT_BOOTSTRAP_SAMPLES,
     DEFAULT_SEED,
@@ -184,23 +183,9 @@ def load_baseline(path: Path | str) -> Run:
 
     Unlike ``load_run``, a summary.json without results.jsonl beside it is accepted: the Run then
     has no items and ``decide`` falls back to the margins (the paired test needs per-question
-    results). Anything else missing raises ``Txt2SqlError`` naming the path.
+    results). Anything else missing raises ``RunFileError`` naming the path.
     """
-    p = Path(path)
-    run_dir = p.parent if p.is_file() else p
-    if (run_dir / "results.jsonl").is_file():
-        return load_run(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise Txt2SqlError(
-            f"{p}: no summary.json here. Pass a run directory written by `txt2sql eval --out DIR` "
-            "or the path of its summary.json."
-        )
-    try:
-        summary = Summary.from_dict(json.loads(summary_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise Txt2SqlError(f"{summary_path}: not a txt2sql summary ({exc})") from exc
-    return Run(run_dir, summary, ())
+    return load_run(path, require_results=False)
 
 
 def check_comparable(baseline: Run, candidate: Run) -> None:

@@ -46,7 +46,8 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     """Print metrics, status counts, flag counts and accuracy by tag of one run."""
     console = console or Console()
     n_scored = summary.n_scored
-    metrics = Table(title=f"{summary.model} on {summary.benchmark}/{summary.split}", title_justify="left")
+    metrics = Table(title=f"{summary.model} on {summary.benchmark}/{summary.split}", title_justify="left",
+                    caption=f"ran: {summary.run.describe()}", caption_justify="left")
     metrics.add_column("metric")
     metrics.add_column("value", justify="right")
     rows: list[tuple[str, str]] = [

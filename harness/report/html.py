@@ -21,7 +21,10 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from harness.gate.gate import flip_counts
-from harness.report.markdown import (
+from harness.report.records import (
+    ItemResult,
+    Run,
+    Summary,
     benchmark_mismatch,
     compare_flips,
     status_names,
@@ -30,7 +33,6 @@ from harness.report.markdown import (
     timings,
     tokens_out,
 )
-from harness.report.records import ItemResult, Run, Summary
 from harness.scoring.status import STATUS_COLORS
 from harness.sql.visible import visible_text
 
@@ -346,6 +348,7 @@ def render_run_html(run: Run) -> str:
     s = run.summary
     body = (
         f"<h1>txt2sql: {_e(s.model)} on {_e(s.benchmark)}/{_e(s.split)}</h1>"
+        f'<p id="run-info">ran: {_e(s.run.describe())}</p>'
         f'<p class="note">benchmark sha256 {_e(s.benchmark_sha256 or "(none)")}'
         + (f"; written {_e(s.created_at)}" if s.created_at else "") + "</p>"
         + _metrics_table([run])

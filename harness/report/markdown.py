@@ -1,87 +1,27 @@
-"""The comparison report as Markdown tables, for CI comments (GitHub/GitLab flavoured).
-
-Also home of the small, pure helpers that the HTML report shares (which tags, statuses and
-timings the runs have; distribution summaries; the flips between the first two runs), so both
-reports always show the same numbers.
-"""
+"""The comparison report as Markdown tables, for CI comments (GitHub/GitLab flavoured). What the
+tables list (tags, statuses, timings, flips) comes from ``harness.report.records``, as for the HTML
+report, so both always show the same numbers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from harness.gate.gate import flip_counts
-from harness.report.records import STATUSES, Run
+from harness.report.records import (
+    Run,
+    benchmark_mismatch,
+    compare_flips,
+    describe,
+    status_names,
+    tag_names,
+    timing_keys,
+    timings,
+    tokens_out,
+)
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
-
-TIMING_ORDER = ("generate", "execute")
-
-
-def tag_names(runs: Sequence[Run]) -> list[str]:
-    """Every tag scored in any run, sorted."""
-    return sorted({t for run in runs for t in run.summary.by_tag})
-
-
-def status_names(runs: Sequence[Run]) -> list[str]:
-    """Statuses that occur in any run, in the taxonomy's order (unknown ones last)."""
-    seen = {s for run in runs for s, c in run.summary.status_counts.items() if c}
-    return [s for s in STATUSES if s in seen] + sorted(seen - set(STATUSES))
-
-
-def timing_keys(runs: Sequence[Run]) -> list[str]:
-    """Timing names recorded per question in any run: generate and execute first, then the rest."""
-    seen = {k for run in runs for r in run.items for k in r.timings}
-    return [k for k in TIMING_ORDER if k in seen] + sorted(seen - set(TIMING_ORDER))
-
-
-def tokens_out(run: Run) -> list[float]:
-    """Generated tokens per question (all questions: the model generated for gold_error ones too)."""
-    return [float(r.tokens_out) for r in run.items]
-
-
-def timings(run: Run, key: str) -> list[float]:
-    return [float(r.timings[key]) for r in run.items if key in r.timings]
-
-
-def describe(values: Sequence[float]) -> tuple[float, float, float] | None:
-    """(median, p90, max) of ``values``, or None when empty.
-
-    >>> describe([1, 2, 3, 4, 100])
-    (3.0, 61.6, 100.0)
-    """
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=float)
-    return float(np.median(arr)), round(float(np.quantile(arr, 0.9)), 6), float(arr.max())
-
-
-def compare_flips(runs: Sequence[Run], decision: GateDecision | None) -> tuple[Flip, ...] | None:
-    """The flips between the first two runs: the decision's when given, else computed.
-
-    None when there is nothing to pair (fewer than two runs, or no per-question results).
-    """
-    if decision is not None:
-        return decision.flips if decision.paired else None
-    if len(runs) < 2 or not runs[0].items or not runs[1].items:
-        return None
-    from harness.gate.gate import flips_between
-
-    return flips_between(runs[0], runs[1])
-
-
-def benchmark_mismatch(runs: Sequence[Run]) -> str | None:
-    """A warning when the runs are not over one benchmark content and split, else None."""
-    keys = {(r.summary.benchmark_sha256, r.summary.split) for r in runs}
-    if len(keys) <= 1:
-        return None
-    parts = ", ".join(f"{r.label}: {r.summary.benchmark}/{r.summary.split} "
-                      f"sha256 {r.summary.benchmark_sha256[:12] or '(none)'}" for r in runs)
-    return f"the runs are not over the same benchmark and split ({parts}); comparisons are only indicative"
-
 
 def _cell(value: object, *, code: bool = False) -> str:
     """A Markdown table cell: one line, pipes escaped; outside code spans, HTML too (a question

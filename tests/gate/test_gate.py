@@ -154,8 +154,11 @@ def test_load_baseline_reads_run_dir_and_reports_missing(tmp_path: Path) -> None
     loaded = load_baseline(tmp_path / "full")
     assert [r.id for r in loaded.items] == [r.id for r in base_run.items]
     assert loaded.summary == base_run.summary
-    with pytest.raises(Txt2SqlError, match="no summary.json"):
+    with pytest.raises(Txt2SqlError, match=r"missing/summary.json: not found"):
         load_baseline(tmp_path / "missing")
+    (tmp_path / "full" / "results.jsonl").unlink()  # a baseline kept as its summary alone
+    alone = load_baseline(tmp_path / "full" / "summary.json")
+    assert alone.items == () and alone.summary == base_run.summary
 
 
 def test_decision_is_deterministic() -> None:
