@@ -122,49 +122,10 @@ def render_compare_markdown(runs: Sequence[Run], decision: GateDecision | None =
     warning = benchmark_mismatch(runs)
     if warning:
         lines += [f"> ⚠️ {_cell(warning)}", ""]
-    lines += _table(
-        ["run", "benchmark", "n (scored)", "execution accuracy", "superset", "exact match", "degenerate",
-         "refused", "tokens out", "generation s"],
-        [[r.label, f"{r.summary.benchmark}/{r.summary.split}", f"{r.summary.n} ({r.summary.n_scored})",
-          _pct(r.summary.execution_accuracy), _pct(r.summary.execution_accuracy_superset),
-          _pct(r.summary.exact_match), _pct(r.summary.degenerate_rate), _pct(r.summary.refused_rate),
-          f"{r.summary.tokens_out:,}", f"{r.summary.generation_seconds:.1f}"] for r in runs],
-        align="ll" + "r" * 8,
-    )
-    lines.append("")
+    lines += _metrics_section(runs)
     if decision is not None:
         lines += render_gate_markdown(decision)
-
-    tags = tag_names(runs)
-    if tags:
-        lines += ["### Execution accuracy by tag", ""]
-        rows = []
-        for tag in tags:
-            row: list[object] = [tag]
-            for run in runs:
-                score = run.summary.by_tag.get(tag)
-                row.append(f"{score.execution_accuracy:.1%} (n={score.n})" if score else "—")
-            rows.append(row)
-        lines += _table(["tag", *[r.label for r in runs]], rows) + [""]
-
-    statuses = status_names(runs)
-    if statuses:
-        lines += ["### Status breakdown", ""]
-        lines += _table(["status", *[r.label for r in runs]],
-                        [[s, *[str(r.summary.status_counts.get(s, 0)) for r in runs]] for s in statuses]) + [""]
-
-    dist_rows = []
-    for run in runs:
-        series = [("tokens out", tokens_out(run), "{:.0f}")]
-        series += [(f"{k} s", timings(run, k), "{:.3f}") for k in timing_keys(runs)]
-        for name, values, fmt in series:
-            stats = describe(values)
-            if stats is not None:
-                dist_rows.append([run.label, name, *[fmt.format(v) for v in stats]])
-    if dist_rows:
-        lines += ["### Tokens and latency per question", ""]
-        lines += _table(["run", "measure", "median", "p90", "max"], dist_rows, align="llrrr") + [""]
-
+    lines += _tags_section(runs) + _status_section(runs) + _distribution_section(runs)
     if len(runs) >= 2:
         flips = compare_flips(runs, decision)
         lines += [f"### Flips: {_cell(runs[0].label)} → {_cell(runs[1].label)}", ""]
@@ -173,3 +134,47 @@ def render_compare_markdown(runs: Sequence[Run], decision: GateDecision | None =
         else:
             lines += render_flips_markdown(flips, runs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _metrics_section(runs: Sequence[Run]) -> list[str]:
+    rows = [[r.label, f"{r.summary.benchmark}/{r.summary.split}", f"{r.summary.n} ({r.summary.n_scored})",
+             _pct(r.summary.execution_accuracy), _pct(r.summary.execution_accuracy_superset),
+             _pct(r.summary.exact_match), _pct(r.summary.degenerate_rate), _pct(r.summary.refused_rate),
+             f"{r.summary.tokens_out:,}", f"{r.summary.generation_seconds:.1f}", r.summary.run.describe()]
+            for r in runs]
+    return _table(["run", "benchmark", "n (scored)", "execution accuracy", "superset", "exact match", "degenerate",
+                   "refused", "tokens out", "generation s", "what ran"], rows, align="ll" + "r" * 8 + "l") + [""]
+
+
+def _tags_section(runs: Sequence[Run]) -> list[str]:
+    tags = tag_names(runs)
+    if not tags:
+        return []
+    rows = []
+    for tag in tags:
+        scores = [run.summary.by_tag.get(tag) for run in runs]
+        rows.append([tag, *[f"{s.execution_accuracy:.1%} (n={s.n})" if s else "—" for s in scores]])
+    return ["### Execution accuracy by tag", "", *_table(["tag", *[r.label for r in runs]], rows), ""]
+
+
+def _status_section(runs: Sequence[Run]) -> list[str]:
+    statuses = status_names(runs)
+    if not statuses:
+        return []
+    rows = [[s, *[str(r.summary.status_counts.get(s, 0)) for r in runs]] for s in statuses]
+    return ["### Status breakdown", "", *_table(["status", *[r.label for r in runs]], rows), ""]
+
+
+def _distribution_section(runs: Sequence[Run]) -> list[str]:
+    rows = []
+    for run in runs:
+        series = [("tokens out", tokens_out(run), "{:.0f}")]
+        series += [(f"{k} s", timings(run, k), "{:.3f}") for k in timing_keys(runs)]
+        for name, values, fmt in series:
+            stats = describe(values)
+            if stats is not None:
+                rows.append([run.label, name, *[fmt.format(v) for v in stats]])
+    if not rows:
+        return []
+    return ["### Tokens and latency per question", "",
+            *_table(["run", "measure", "median", "p90", "max"], rows, align="llrrr"), ""]
