@@ -47,7 +47,7 @@ def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, 
               server: Any = None, admin: Any = None) -> Summary:
     scored = [i for i in items if i.scored]
     n = len(scored)
-    statuses = Counter(i.status for i in items)
+    statuses = Counter(str(i.status) for i in items)
     flags = Counter(f for i in items for f in i.flags)
     by_tag: dict[str, TagScore] = {}
     for tag in sorted({t for i in scored for t in i.tags}):

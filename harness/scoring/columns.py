@@ -14,11 +14,10 @@ Polynomial in the usual case, bounded in every case:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from harness.scoring.normalise import _exact_part, multiset_equal
+from harness.scoring.normalise import grouped, groups_equal, multiset_equal
 
 MAX_ASSIGNMENTS = 720  # complete assignments tried against the rows
 MAX_STEPS = 100_000  # partial assignments visited
@@ -89,29 +88,11 @@ class ColumnSearch:
 
 
 def _candidates(gold: Sequence[Sequence[Any]], pred: Sequence[Sequence[Any]]) -> list[list[int]]:
-    """For each gold column, the prediction columns equal to it as multisets."""
-    gold_prints = [_fingerprint(c) for c in gold]
-    pred_prints = [_fingerprint(c) for c in pred]
-    verdicts: dict[tuple[int, int], bool] = {}
-    pred_twin = _first_identical(pred)
-    out = []
-    for i, column in enumerate(gold):
-        row = []
-        for j in range(len(pred)):
-            if gold_prints[i] != pred_prints[j]:
-                continue
-            key = (i, pred_twin[j])
-            if key not in verdicts:
-                verdicts[key] = multiset_equal([(v,) for v in column], [(v,) for v in pred[j]])
-            if verdicts[key]:
-                row.append(j)
-        out.append(row)
-    return out
-
-
-def _fingerprint(column: Sequence[Any]) -> Counter[Any]:
-    """What equal-within-tolerance columns share exactly: the exactly-compared part of every cell."""
-    return Counter(_exact_part(v)[0] for v in column)
+    """For each gold column, the prediction columns equal to it as multisets (each column grouped once)."""
+    gold_groups = [grouped([(v,) for v in column]) for column in gold]
+    pred_first = _first_identical(pred)
+    pred_groups = {j: grouped([(v,) for v in pred[j]]) for j in set(pred_first)}
+    return [[j for j in range(len(pred)) if groups_equal(g, pred_groups[pred_first[j]])] for g in gold_groups]
 
 
 def _first_identical(columns: Sequence[Sequence[Any]]) -> list[int]:

@@ -43,6 +43,8 @@ def execution_match(gold: ResultSet, pred: ResultSet, *, ordered: bool, superset
     g_cols, p_cols = canonical_columns(gold), canonical_columns(pred)
     g_rows = list(zip(*g_cols, strict=True))
     compare = sequence_equal if ordered else multiset_equal
+    if gw == pw and compare(g_rows, list(zip(*p_cols, strict=True))):
+        return Verdict(True)  # the columns in the gold's order: the common case, without a search
     search = ColumnSearch(g_cols, p_cols)
     for mapping in search:
         projected = list(zip(*(p_cols[j] for j in mapping), strict=True))
