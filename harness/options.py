@@ -15,7 +15,7 @@ A bad value is refused by the parser with one line naming the option and what it
 Traceback (most recent call last):
 ...
 argparse.ArgumentTypeError: 5 is out of range: expected a number in [0, 1]
->>> option("--batch-size").parse("0")
+>>> option("--max-new-tokens").parse("0")
 Traceback (most recent call last):
 ...
 argparse.ArgumentTypeError: 0 is out of range: expected a whole number >= 1
@@ -83,6 +83,18 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 _KINDS[key_value] = "KEY=VALUE, e.g. concurrency=8"
+
+
+def batch_size(text: str) -> int:
+    """``auto`` (stored as 0: the hf engine picks the batch from the GPU's free memory, 8 on a CPU) or N.
+
+    >>> batch_size("auto"), batch_size("16")
+    (0, 16)
+    """
+    return 0 if text.strip().lower() == "auto" else int(text)
+
+
+_KINDS[batch_size] = "auto or a whole number"
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--device-map", BackendOptions, "device_map", help="transformers device_map, e.g. auto"),
     Option("--quantize", BackendOptions, "quantize", choices=("8bit", "4bit"), help="load with bitsandbytes (GPU)"),
     Option("--max-new-tokens", GenerationConfig, "max_new_tokens", int, AT_LEAST_1, "tokens generated per question at most"),
-    Option("--batch-size", GenerationConfig, "batch_size", int, AT_LEAST_1, "prompts generated together"),
+    Option("--batch-size", GenerationConfig, "batch_size", batch_size, NON_NEGATIVE, "prompts generated together: "
+       "auto (0) is the most that fit the GPU's free memory, 8 on a CPU"),
     Option("--api-base", BackendOptions, "api_base", help="openai: base URL (default $OPENAI_BASE_URL)"),
     Option("--price-in", BackendOptions, "price_in_cny_per_1k", float, NON_NEGATIVE, "openai: CNY per 1k prompt tokens"),
     Option("--price-out", BackendOptions, "price_out_cny_per_1k", float, NON_NEGATIVE, "openai: CNY per 1k completion tokens"),

@@ -59,6 +59,9 @@ def _locked(f: IO[Any]) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+AUTO_CHUNK = 8  # --batch-size auto, for a backend without generate_iter: the old default batch
+
+
 class CachedBackend(ModelBackend):
     """Wraps a backend; same interface. Cached generations come back with ``cached=True``."""
 
@@ -148,7 +151,7 @@ class CachedBackend(ModelBackend):
             for j, g in stream([prompts[i] for i in todo], config, progress):
                 yield [todo[j]], [g]
             return
-        size = max(1, config.batch_size)
+        size = config.batch_size or AUTO_CHUNK
         for start in range(0, len(todo), size):
             chunk = todo[start:start + size]
             yield chunk, self.inner.generate([prompts[i] for i in chunk], config, progress)

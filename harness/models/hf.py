@@ -12,14 +12,13 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ModelBackendError
 from harness.models.base import (
     BackendOptions,
-    FinishReason,
     Generation,
     GenerationConfig,
     ModelBackend,
@@ -27,7 +26,8 @@ from harness.models.base import (
     ProgressCallback,
     Prompt,
 )
-from harness.models.stopping import LOOP_CHECK_EVERY, prompt_opens_fence, sql_stop, token_loop
+from harness.models.engine import Engine, Finished, LogitsHook, auto_batch_size
+from harness.models.stopping import RowStopper, SqlStop, prompt_opens_fence
 
 if TYPE_CHECKING:
     import torch
@@ -159,48 +159,6 @@ def model_fingerprint(path: str, model: Any, options: BackendOptions, quantize: 
     return {"weights": ident, "dtype": str(getattr(model, "dtype", options.dtype)), "quantize": quantize}
 
 
-class _RowStopper:
-    """Per-row stopping for a batch: returns a bool tensor, one entry per sequence (transformers >= 4.39).
-
-    Records, for each row, why and after how many new tokens it stopped.
-    """
-
-    def __init__(self, tokenizer: Any, prompt_len: int, opened: list[bool], eos_ids: set[int],
-                 max_new_tokens: int, stop_sql: bool, stop_loop: bool):
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
-        self.opened = opened
-        self.eos_ids = eos_ids
-        self.max_new_tokens = max_new_tokens
-        self.stop_sql = stop_sql
-        self.stop_loop = stop_loop
-        self.reasons: list[FinishReason | None] = [None] * len(opened)
-        self.lengths: list[int | None] = [None] * len(opened)
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        import torch
-
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        gen = input_ids[:, self.prompt_len:].tolist()
-        for i, ids in enumerate(gen):
-            if self.reasons[i] is None:
-                self.reasons[i] = self._check(i, ids)
-                if self.reasons[i] is not None:
-                    self.lengths[i] = len(ids)
-            done[i] = self.reasons[i] is not None
-        return done
-
-    def _check(self, i: int, ids: list[int]) -> FinishReason | None:
-        if ids and ids[-1] in self.eos_ids:
-            return "stop"
-        if self.stop_sql and sql_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.opened[i]):
-            return "stop"
-        if self.stop_loop and (len(ids) % LOOP_CHECK_EVERY == 0 or len(ids) >= self.max_new_tokens):
-            if token_loop(ids) is not None:
-                return "loop"
-        return None
-
-
 class HFBackend(ModelBackend):
     """Generation with a loaded transformers model. Greedy unless ``config.temperature > 0``."""
 
@@ -216,6 +174,8 @@ class HFBackend(ModelBackend):
         self.warnings: list[str] = warnings if warnings is not None else []
         self.template = template  # a PromptTemplate the weights were trained with, or None
         self._warned_no_chat = False
+        self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
+        self.last_run: dict[str, int] = {}  # decoding steps and slots of the last generate call
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = self._eos_ids()
@@ -255,64 +215,64 @@ class HFBackend(ModelBackend):
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
                  progress: ProgressCallback | None = None) -> list[Generation]:
+        out: list[Generation | None] = [None] * len(prompts)
+        for i, g in self.generate_iter(prompts, config, progress):
+            out[i] = g
+        return [g for g in out if g is not None]
+
+    def generate_iter(self, prompts: Sequence[Prompt], config: GenerationConfig,
+                      progress: ProgressCallback | None = None) -> Iterator[tuple[int, Generation]]:
+        """``(index, generation)`` for each prompt as its row stops, through the slot engine
+        (``harness.models.engine``): rows leave the batch as they stop and waiting prompts take their
+        places. ``config.batch_size`` 0 means auto (``auto_batch_size``). A generation's ``seconds`` is
+        its share of the wall time since the previous one finished, so they sum to the wall time."""
         import torch
 
         torch.manual_seed(config.seed)
         encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: OOM early
-        results: list[Generation | None] = [None] * len(prompts)
-        size = max(1, config.batch_size)
-        for start in range(0, len(order), size):
-            idx = order[start:start + size]
-            batch = self._generate_batch([prompts[i] for i in idx], [encoded[i] for i in idx], config)
-            for i, g in zip(idx, batch, strict=True):
-                results[i] = g
-            if progress is not None:
-                progress(len(idx))
-        return [g for g in results if g is not None]
+        if not encoded:
+            return
+        opened = [prompt_opens_fence(p.text) for p in prompts]
+        decode = self._decoder()
+        eos = frozenset(self.eos_ids)
 
-    def _generate_batch(self, prompts: list[Prompt], encoded: list[list[int]],
-                        config: GenerationConfig) -> list[Generation]:
-        import torch
-        from transformers import StoppingCriteriaList
+        def make_stopper(item: int) -> RowStopper:
+            return RowStopper(eos_ids=eos, max_new_tokens=config.max_new_tokens, decode=decode,
+                              sql=SqlStop(opened[item]) if config.stop_at_statement_end else None,
+                              stop_loop=config.stop_on_loop)
 
-        pad_id = self.tokenizer.pad_token_id
-        width = max(len(e) for e in encoded)
-        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):  # LEFT padding: every prompt ends where generation begins
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids):] = 1
-        device = self.model.device
-        stopper = _RowStopper(self.tokenizer, width, [prompt_opens_fence(p.text) for p in prompts],
-                              self.eos_ids, config.max_new_tokens, config.stop_at_statement_end,
-                              config.stop_on_loop)
-        kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "pad_token_id": pad_id,
-                                  "eos_token_id": sorted(self.eos_ids) or None,
-                                  "stopping_criteria": StoppingCriteriaList([stopper])}
-        if config.temperature > 0:
-            kwargs.update(do_sample=True, temperature=config.temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, max_new_tokens=config.max_new_tokens,
+                        temperature=config.temperature, stop_loop=config.stop_on_loop,
+                        make_stopper=make_stopper, logits_hook=self.logits_hook)
+        slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
+        self.last_run = {"steps": 0, "slots": slots}
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                      **kwargs)
-        seconds = (time.perf_counter() - t0) / len(encoded)
-        gen = out[:, width:].tolist()
-        results = []
-        for row, p in enumerate(prompts):
-            ids = gen[row]
-            reason: FinishReason | None = stopper.reasons[row]
-            n = stopper.lengths[row]
-            if reason is None:  # ran to max_new_tokens (or stopped by a criterion we don't know of)
-                n = len(ids)
-                reason = "length" if n >= config.max_new_tokens else "stop"
-            ids = ids[:n]
-            results.append(Generation(
-                id=p.id, text=self.tokenizer.decode(ids, skip_special_tokens=True), finish_reason=reason,
-                tokens_in=len(encoded[row]), tokens_out=len(ids), seconds=seconds))
-        return results
+        for ended in engine.run(encoded, slots):
+            now = time.perf_counter()
+            self.last_run = {"steps": engine.steps, "slots": engine.slots}
+            for d in ended:
+                yield d.item, self._generation(prompts[d.item], encoded[d.item], d, (now - t0) / len(ended))
+                if progress is not None:
+                    progress(1)
+            t0 = time.perf_counter()
+
+    def _generation(self, prompt: Prompt, encoded: list[int], done: Finished, seconds: float) -> Generation:
+        return Generation(id=prompt.id, text=self.tokenizer.decode(done.ids, skip_special_tokens=True),
+                          finish_reason=done.reason, tokens_in=len(encoded), tokens_out=len(done.ids),
+                          seconds=seconds)
+
+    def _decoder(self) -> Callable[[list[int]], str]:
+        """Decode ids to text without special tokens, through the Rust tokenizer when there is one
+        (skips the Python wrapper's per-call overhead; the stop check calls it twice per token)."""
+        rust = getattr(self.tokenizer, "backend_tokenizer", None)
+        if rust is not None and not getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            return lambda ids: rust.decode(ids, skip_special_tokens=True)
+        return lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def auto_batch_size(self, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
+        """``--batch-size auto``: on a GPU the most rows whose KV cache fits the free memory (the engine
+        backs off on OOM anyway); on a CPU the measured default."""
+        return auto_batch_size(self.model, max(len(e) for e in encoded), max_new_tokens, len(encoded))
 
     def close(self) -> None:
         self.model = None

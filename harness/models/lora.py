@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,11 @@ class LoraBackend(ModelBackend):
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
                  progress: ProgressCallback | None = None) -> list[Generation]:
         return self.inner.generate(prompts, config, progress)
+
+    def generate_iter(self, prompts: Sequence[Prompt], config: GenerationConfig,
+                      progress: ProgressCallback | None = None) -> Iterator[tuple[int, Generation]]:
+        """Generations as they finish (``HFBackend.generate_iter``), for the cache to persist one by one."""
+        return self.inner.generate_iter(prompts, config, progress)
 
     def close(self) -> None:
         self.inner.close()

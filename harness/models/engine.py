@@ -1,0 +1,502 @@
+"""The decoding loop behind the ``hf`` backend: a fixed number of batch *slots*; a row that stops leaves
+its slot at once and a waiting prompt takes it, so no row waits for the longest one in its batch.
+
+Why not ``model.generate``: it runs a batch until its longest row ends, and its cache
+(``DynamicCache``) concatenates, copying the whole KV cache at every step. Why not transformers'
+``generate_batch``: measured slower on an H200 (docs/performance.md).
+
+How it works:
+
+* The KV cache of every layer is one preallocated buffer ``[slots, kv_heads, capacity, head_dim]``
+  (``SlotLayer``); a decoding step writes one column in place. All rows share the column axis and
+  are right-aligned: each row's tokens end at the newest column, what lies left of its prompt is
+  masked out. Position ids are per row, so a row's numbers do not depend on where it sits.
+* A new prompt is prefilled on its own (with the others of its refill), and its keys and values are
+  copied into a free slot's row, ending at the newest column. Prompts are admitted longest first, so
+  a later one always fits left of the newest column.
+* Columns left of every live row's prompt are dropped from the attention window (a view, no copy);
+  when the buffer is full, the live window is moved back to the start (one copy per
+  ``capacity - longest row`` steps).
+* When no prompt waits and half the slots are free, the batch is compacted, so the last long rows do
+  not drag dead slots along.
+* Out of GPU memory: the slots are halved and the unfinished rows start again; finished rows are kept.
+
+Per step the host sees one small tensor: the new token of every slot (``RowStopper`` and
+``LoopWatch`` in ``harness.models.stopping`` decide, O(1) per token).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import ModelBackendError
+from harness.models.base import FinishReason
+from harness.models.stopping import LoopWatch, RowStopper
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+# Refill when this share of the slots is free (or nothing is running): one prefill for several rows.
+REFILL_SHARE = 8
+# Prompt tokens per prefill forward: bounds prefill activations whatever the batch size.
+PREFILL_TOKENS = 8192
+# --batch-size auto on a CPU: the batch size the CLI has always used there (README: measured on 2 cores).
+CPU_BATCH = 8
+MAX_AUTO_SLOTS = 512
+LogitsHook = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+@dataclass
+class Finished:
+    """One row's outcome: its item index, generated ids (EOS included) and why it stopped."""
+
+    item: int
+    ids: list[int]
+    reason: FinishReason
+
+
+@dataclass
+class _Row:
+    item: int
+    stopper: RowStopper
+    start: int  # the column where its prompt begins
+
+
+def _dynamic_layer() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    return DynamicLayer
+
+
+class SlotCache:
+    """Per-layer KV buffers shared by every slot, exposed to the model as a ``DynamicCache`` whose layers
+    return views ``[:, :, start:end]`` of the buffers."""
+
+    def __init__(self, slots: int, like: list[torch.Tensor], end: int, capacity: int) -> None:
+        """Buffers for ``slots`` rows shaped like a prefill's keys ``like`` (one tensor per layer)."""
+        import torch
+        from transformers import DynamicCache
+
+        layer_cls = _slot_layer_class()
+        self.k = [torch.zeros((slots, k.shape[1], capacity, k.shape[3]), dtype=k.dtype, device=k.device)
+                  for k in like]
+        self.v = [torch.zeros_like(b) for b in self.k]
+        self.layers = [layer_cls(kb, vb) for kb, vb in zip(self.k, self.v, strict=True)]
+        self.cache = DynamicCache()
+        self.cache.layers = list(self.layers)
+        self.cache.layer_class_to_replicate = None
+        self.start, self.end, self.capacity = 0, end, capacity
+        self._sync()
+
+    def _sync(self) -> None:
+        for layer in self.layers:
+            layer.window(self.start, self.end)
+
+    def write(self, slots: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Clear ``slots`` and put a prefill's keys/values there, ending at the newest column."""
+        width = keys[0].shape[2]
+        for kb, vb, k, v in zip(self.k, self.v, keys, values, strict=True):
+            kb[slots] = 0
+            vb[slots] = 0
+            kb[slots, :, self.end - width:self.end] = k
+            vb[slots, :, self.end - width:self.end] = v
+
+    def advance(self) -> None:
+        """The model appended one column (through ``SlotLayer.update``)."""
+        self.end += 1
+
+    def set_start(self, start: int) -> None:
+        self.start = start
+        self._sync()
+
+    def shift(self, by: int) -> None:
+        """Move columns [start, end) ``by`` to the left (into the unused head of the buffer), in chunks
+        that never overlap."""
+        if by <= 0:
+            return
+        for kb, vb in zip(self.k, self.v, strict=True):
+            for buf in (kb, vb):
+                for lo in range(self.start, self.end, by):
+                    hi = min(lo + by, self.end)
+                    buf[:, :, lo - by:hi - by] = buf[:, :, lo:hi]
+        self.start -= by
+        self.end -= by
+        self._sync()
+
+    def grow(self, extra: int) -> None:
+        """More columns at the right end (rare: only when no column can be reclaimed on the left)."""
+        import torch
+
+        pad = [torch.zeros_like(b[:, :, :extra]) for b in self.k]
+        self.k = [torch.cat([b, z], dim=2) for b, z in zip(self.k, pad, strict=True)]
+        self.v = [torch.cat([b, z], dim=2) for b, z in zip(self.v, pad, strict=True)]
+        self.capacity += extra
+        self._rebind()
+
+    def _rebind(self) -> None:
+        for layer, kb, vb in zip(self.layers, self.k, self.v, strict=True):
+            layer.kbuf, layer.vbuf = kb, vb
+        self._sync()
+
+    def select(self, slots: torch.Tensor) -> None:
+        self.k = [b[slots] for b in self.k]
+        self.v = [b[slots] for b in self.v]
+        self._rebind()
+
+
+_SLOT_LAYER: type | None = None
+
+
+def _slot_layer_class() -> type:
+    """``SlotLayer``: a transformers ``DynamicLayer`` whose update writes in place (built lazily, so this
+    module imports without transformers)."""
+    global _SLOT_LAYER
+    if _SLOT_LAYER is None:
+        base = _dynamic_layer()
+
+        class SlotLayer(base):  # type: ignore[misc, valid-type]
+            def __init__(self, kbuf: torch.Tensor, vbuf: torch.Tensor) -> None:
+                super().__init__()
+                self.kbuf, self.vbuf = kbuf, vbuf
+                self.device = kbuf.device
+                self.is_initialized = True
+                self.lo = self.hi = 0
+
+            def window(self, lo: int, hi: int) -> None:
+                self.lo, self.hi = lo, hi
+                self.keys = self.kbuf[:, :, lo:hi]
+                self.values = self.vbuf[:, :, lo:hi]
+
+            def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                m = key_states.shape[-2]
+                self.kbuf[:, :, self.hi:self.hi + m] = key_states
+                self.vbuf[:, :, self.hi:self.hi + m] = value_states
+                self.window(self.lo, self.hi + m)
+                return self.keys, self.values
+
+        _SLOT_LAYER = SlotLayer
+    return _SLOT_LAYER
+
+
+def check_supported(model: Any) -> None:
+    """The slot cache replaces plain full-attention layers only (no sliding windows, no linear attention)."""
+    from transformers import DynamicCache
+
+    try:
+        probe = DynamicCache(config=model.config)
+    except TypeError:  # pragma: no cover - older transformers without config=
+        return
+    odd = {type(layer).__name__ for layer in probe.layers if type(layer) is not _dynamic_layer()}
+    if odd:
+        raise ModelBackendError(f"the generation engine supports full-attention models only; this model's "
+                                f"cache has {', '.join(sorted(odd))} layers")
+
+
+def cache_keyword(model: Any) -> str:
+    """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier, deprecated since)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def capacity_for(width: int, max_new_tokens: int) -> int:
+    """Columns of the KV buffers: the widest prompt plus every token it may generate, plus slack so that
+    moving the window back happens only once per many steps."""
+    span = width + max_new_tokens
+    return span + max(64, span // 4)
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
+    """Bytes of keys and values one token occupies across all layers."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items: int) -> int:
+    """``--batch-size auto``. CPU: ``CPU_BATCH``. GPU: the most slots whose KV buffers fit the free memory
+    after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits, capped at the item count
+    and ``MAX_AUTO_SLOTS``. An estimate: the engine halves the slots on out-of-memory without losing items.
+    """
+    import torch
+
+    device = getattr(model, "device", None)
+    if device is None or device.type != "cuda":
+        return min(CPU_BATCH, max(1, items))
+    dtype_bytes = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    per_token = kv_bytes_per_token(cfg, dtype_bytes)
+    per_row = per_token * capacity_for(longest_prompt, max_new_tokens) + 3 * 4 * cfg.vocab_size
+    free, _total = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    reserve = PREFILL_TOKENS * (per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
+    slots = int((0.92 * free - reserve) // per_row)
+    log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
+             per_row / 2**20)
+    return max(1, min(slots, items, MAX_AUTO_SLOTS))
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+@dataclass
+class _State:
+    """Everything one pass of the slot loop holds; device tensors are indexed by slot."""
+
+    slots: int
+    rows: list[_Row | None]
+    loops: LoopWatch | None
+    cache: Any = None  # SlotCache, from the first prefill on
+    mask: Any = None  # [slots, capacity] attention mask (long)
+    pos: Any = None  # [slots] position id of the next input token
+    last: Any = None  # [slots] the next input token (the newest generated one)
+    count: Any = None  # [slots] tokens generated so far
+    items: Any = None  # [slots] item index (for a logits hook)
+
+    def live(self) -> list[int]:
+        return [s for s, r in enumerate(self.rows) if r is not None]
+
+
+class Engine:
+    """Greedy (or sampled) decoding of many prompts through a fixed number of slots; see the module doc.
+
+    ``make_stopper(item)`` gives each row its ``RowStopper``; ``run`` yields the rows that end at each step.
+    ``logits_hook(logits, items, counts)`` may rewrite a step's logits (the throughput benchmark forces
+    EOS with it); ``counts`` is how many tokens each row has generated before this one.
+    """
+
+    def __init__(self, model: Any, *, pad_id: int, max_new_tokens: int, temperature: float = 0.0,
+                 stop_loop: bool = True, make_stopper: Callable[[int], RowStopper],
+                 logits_hook: LogitsHook | None = None) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.stop_loop = stop_loop
+        self.make_stopper = make_stopper
+        self._done: list[Finished] = []  # rows that stopped during the current step
+        self.slots = 0
+        self.logits_hook = logits_hook
+        self.encoded: list[list[int]] = []
+        self.waiting: list[int] = []  # item indices, longest prompt last (popped first)
+        self.steps = 0  # decoding steps run (for ms/step in the benchmark)
+        self._cache_kw = cache_keyword(model)
+        check_supported(model)
+
+    def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
+        """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
+        start the unfinished rows again (the finished ones are kept)."""
+        self.encoded = [list(e) for e in encoded]
+        self.waiting = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), -i))
+        self.slots = max(1, min(slots, len(encoded)))
+        while self.waiting:
+            state = _State(self.slots, [None] * self.slots, LoopWatch(self.slots) if self.stop_loop else None)
+            try:
+                yield from self._loop(state)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                self._back_off(state, exc)
+                self.slots = max(1, self.slots // 2)
+
+    def _back_off(self, state: _State, exc: BaseException) -> None:
+        import torch
+
+        if state.slots == 1:
+            raise ModelBackendError(f"out of GPU memory with a batch of 1: {exc}. Use --quantize 8bit or "
+                                    "4bit, a shorter --max-new-tokens, or a GPU with more memory") from exc
+        unfinished = [r.item for r in state.rows if r is not None]
+        self.waiting = sorted(self.waiting + unfinished, key=lambda i: (len(self.encoded[i]), -i))
+        log.warning("out of GPU memory with %d rows in the batch; retrying %d unfinished rows with %d",
+                    state.slots, len(unfinished), max(1, state.slots // 2))
+        state.cache = state.mask = state.pos = state.last = state.count = state.items = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _loop(self, state: _State) -> Iterator[list[Finished]]:
+        import torch
+
+        while self.waiting or state.live():
+            with torch.inference_mode():
+                self._refill(state)
+                if state.live():
+                    self._step(state)
+                self._compact(state)
+            done, self._done = self._done, []
+            if done:
+                yield done
+
+    # ------------------------------------------------------------------ admission
+
+    def _refill(self, state: _State) -> None:
+        free = [s for s, r in enumerate(state.rows) if r is None]
+        live = state.slots - len(free)
+        if not self.waiting or not free or (live and len(free) < max(1, state.slots // REFILL_SHARE)):
+            return
+        take = [self.waiting.pop() for _ in range(min(len(free), len(self.waiting)))]
+        chunk: list[int] = []
+        for item in take:  # longest first, so chunk[0] is the widest prompt of its chunk
+            if chunk and (len(chunk) + 1) * len(self.encoded[chunk[0]]) > PREFILL_TOKENS:
+                self._prefill(state, chunk, free[:len(chunk)])
+                free = free[len(chunk):]
+                chunk = []
+            chunk.append(item)
+        self._prefill(state, chunk, free[:len(chunk)])
+
+    def _prefill(self, state: _State, items: list[int], slots: list[int]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        device = self.model.device
+        width = len(self.encoded[items[0]])
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for r, item in enumerate(items):  # left padding: every prompt ends at the newest column
+            ids[r, width - len(self.encoded[item]):] = torch.tensor(self.encoded[item], dtype=torch.long)
+            attention[r, width - len(self.encoded[item]):] = 1
+        ids, attention = ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        tmp: Any = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
+        keys = [layer.keys for layer in tmp.layers]
+        if state.cache is None:
+            self._allocate(state, keys, width)
+        slot_t = torch.tensor(slots, dtype=torch.long, device=device)
+        item_t = torch.tensor(items, dtype=torch.long, device=device)
+        cache = state.cache
+        cache.write(slot_t, keys, [layer.values for layer in tmp.layers])
+        del tmp, keys
+        end = cache.end
+        if end - width < cache.start:  # the window reaches back to the new prompt (mask is 0 there)
+            cache.set_start(end - width)
+        state.mask[slot_t] = 0
+        state.mask[slot_t, end - width:end] = attention
+        state.pos[slot_t] = attention.sum(-1)
+        state.items[slot_t] = item_t
+        state.count[slot_t] = 0
+        first = self._pick(out.logits[:, -1, :], item_t, state.count[slot_t])
+        state.last[slot_t] = first
+        state.count[slot_t] = 1
+        for slot, item in zip(slots, items, strict=True):
+            state.rows[slot] = _Row(item, self.make_stopper(item), end - len(self.encoded[item]))
+            if state.loops is not None:
+                state.loops.reset(slot)
+        self._observe(state, slots, first.tolist())
+
+    def _allocate(self, state: _State, like: list[Any], width: int) -> None:
+        """Buffers for the first (widest) prompt plus every token it may generate, plus slack so that
+        moving the window back happens once per many steps."""
+        import torch
+
+        capacity = capacity_for(width, self.max_new_tokens)
+        device = like[0].device
+        state.cache = SlotCache(state.slots, like, width, capacity)
+        state.mask = torch.zeros((state.slots, capacity), dtype=torch.long, device=device)
+        state.pos = torch.zeros(state.slots, dtype=torch.long, device=device)
+        state.last = torch.zeros(state.slots, dtype=torch.long, device=device)
+        state.count = torch.zeros(state.slots, dtype=torch.long, device=device)
+        state.items = torch.zeros(state.slots, dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ decoding
+
+    def _step(self, state: _State) -> None:
+        cache = state.cache
+        if cache.end >= cache.capacity:
+            self._make_room(state)
+        state.mask[:, cache.end] = 1
+        out = self.model(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
+                         position_ids=state.pos[:, None], use_cache=True, **{self._cache_kw: cache.cache})
+        cache.advance()
+        nxt = self._pick(out.logits[:, -1, :], state.items, state.count)
+        state.last.copy_(nxt)
+        state.pos += 1
+        state.count += 1
+        self.steps += 1
+        self._observe(state, range(state.slots), nxt.tolist())
+
+    def _pick(self, logits: torch.Tensor, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.logits_hook is not None:
+            logits = self.logits_hook(logits, items, counts)
+        if self.temperature > 0:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+            return torch.multinomial(probs, 1)[:, 0]
+        return logits.argmax(dim=-1)
+
+    def _observe(self, state: _State, slots: Sequence[int], tokens: list[int]) -> None:
+        """Feed each live row its new token; free the slots of rows that stop."""
+        hits = None
+        if state.loops is not None:
+            hits = state.loops.push(tokens, None if len(slots) == state.slots else list(slots))
+        ended = False
+        for k, slot in enumerate(slots):
+            row = state.rows[slot]
+            if row is None:
+                continue
+            reason = row.stopper.push(tokens[k], bool(hits[slot]) if hits is not None else False)
+            if reason is not None:
+                state.rows[slot] = None
+                ended = True
+                self._done.append(Finished(row.item, row.stopper.ids, reason))
+        live = [r.start for r in state.rows if r is not None]
+        if ended and live and state.cache is not None and min(live) > state.cache.start:
+            # Columns left of every live prompt leave the window; their mask is cleared so that the
+            # window can later reach back over them for a new (longer) prompt.
+            state.mask[:, state.cache.start:min(live)] = 0
+            state.cache.set_start(min(live))
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def _make_room(self, state: _State) -> None:
+        """The buffer is full: move the live window back to the start (keeping room for the longest
+        waiting prompt), or, if nothing can move, grow it."""
+        cache = state.cache
+        longest_waiting = len(self.encoded[self.waiting[-1]]) if self.waiting else 0
+        by = min(cache.start, cache.end - longest_waiting)
+        if by <= 0:
+            import torch
+
+            extra = max(64, cache.capacity // 4)
+            cache.grow(extra)
+            state.mask = torch.cat([state.mask, state.mask.new_zeros((state.slots, extra))], dim=1)
+            return
+        lo, hi = cache.start, cache.end
+        for a in range(lo, hi, by):
+            b = min(a + by, hi)
+            state.mask[:, a - by:b - by] = state.mask[:, a:b]
+        state.mask[:, hi - by:hi] = 0  # stale columns, rewritten as the window grows into them
+        cache.shift(by)
+        for row in state.rows:
+            if row is not None:
+                row.start -= by
+
+    def _compact(self, state: _State) -> None:
+        """Nothing waits and half the slots are dead: drop them, so the last rows run in a small batch."""
+        import torch
+
+        live = state.live()
+        if self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
+            return
+        keep = torch.tensor(live, dtype=torch.long, device=state.mask.device)
+        state.cache.select(keep)
+        state.mask, state.pos, state.last = state.mask[keep], state.pos[keep], state.last[keep]
+        state.count, state.items = state.count[keep], state.items[keep]
+        if state.loops is not None:
+            state.loops.select(live)
+        state.rows = [state.rows[s] for s in live]
+        state.slots = len(live)

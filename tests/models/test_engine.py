@@ -1,0 +1,191 @@
+"""The slot engine against the old path (plain ``model.generate`` with a stopping criterion that decodes
+the whole output at every step), item by item, on the tiny random-init Llama.
+
+fp32: equal exactly. bf16: an item may differ only where the old path's top two logits were within the
+bf16 rounding of each other at the first differing token (the batch-composition wobble), and most items
+must not differ at all.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harness.models.base import BackendOptions, GenerationConfig, Prompt
+from harness.models.engine import Engine
+from harness.models.hf import HFBackend, load_hf_backend
+from harness.models.stopping import LOOP_CHECK_EVERY, RowStopper, prompt_opens_fence, sql_stop, token_loop
+from tests.models.tiny_llama import WORDS, save_tiny
+
+torch = pytest.importorskip("torch")
+
+# Random-init logits are small; bf16 keeps 8 bits of mantissa, so logits near 1 round to ~2^-8 and a
+# reduction over 32 channels in another order can move them by a few of those steps.
+BF16_TIE = 0.04
+MIN_BF16_EQUAL = 0.75
+
+
+class OldStopper:
+    """The pre-engine criterion: whole-text decode and a windowed loop rescan at every step."""
+
+    def __init__(self, tokenizer, width: int, opened: bool, eos: set[int], config: GenerationConfig):
+        self.tokenizer, self.width, self.opened, self.eos, self.config = tokenizer, width, opened, eos, config
+        self.reason: str | None = None
+        self.length: int | None = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        ids = input_ids[0, self.width:].tolist()
+        if self.reason is None:
+            self.reason = self._check(ids)
+            self.length = len(ids) if self.reason else None
+        return torch.tensor([self.reason is not None])
+
+    def _check(self, ids: list[int]) -> str | None:
+        if ids and ids[-1] in self.eos:
+            return "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if self.config.stop_at_statement_end and sql_stop(text, self.opened):
+            return "stop"
+        n = len(ids)
+        if self.config.stop_on_loop and (n % LOOP_CHECK_EVERY == 0 or n >= self.config.max_new_tokens):
+            if token_loop(ids) is not None:
+                return "loop"
+        return None
+
+
+def old_path(backend: HFBackend, prompt: Prompt, config: GenerationConfig, scores: bool = False):
+    """(text, finish_reason, tokens_out[, per-step logits]) from plain ``model.generate``, one prompt."""
+    from transformers import StoppingCriteriaList
+
+    ids = backend.encode(prompt)
+    stopper = OldStopper(backend.tokenizer, len(ids), prompt_opens_fence(prompt.text), backend.eos_ids, config)
+    with torch.inference_mode():
+        out = backend.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=config.max_new_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, pad_token_id=backend.tokenizer.pad_token_id,
+                                     eos_token_id=sorted(backend.eos_ids),
+                                     stopping_criteria=StoppingCriteriaList([stopper]),
+                                     output_scores=scores, return_dict_in_generate=True)
+    gen = out.sequences[0, len(ids):].tolist()
+    n = stopper.length or len(gen)
+    reason = stopper.reason or ("length" if n >= config.max_new_tokens else "stop")
+    row = (backend.tokenizer.decode(gen[:n], skip_special_tokens=True), reason, n)
+    return (row, [s[0] for s in out.scores], gen) if scores else row
+
+
+def engine_ids(backend: HFBackend, prompts: list[Prompt], config: GenerationConfig) -> list[list[int]]:
+    """Generated ids per prompt straight from the engine (EOS and max_new_tokens only)."""
+    eos = frozenset(backend.eos_ids)
+    engine = Engine(backend.model, pad_id=backend.tokenizer.pad_token_id, max_new_tokens=config.max_new_tokens,
+                    stop_loop=False, make_stopper=lambda item: RowStopper(
+                        eos_ids=eos, max_new_tokens=config.max_new_tokens, decode=str, sql=None, stop_loop=False))
+    out: dict[int, list[int]] = {}
+    for ended in engine.run([backend.encode(p) for p in prompts], config.batch_size):
+        out.update((d.item, d.ids) for d in ended)
+    return [out[i] for i in range(len(prompts))]
+
+
+def random_prompts(n: int, seed: int = 0) -> list[Prompt]:
+    rng = random.Random(seed)
+    words = [w for w in WORDS if w != "```"]
+    return [Prompt(str(i), " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def random_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("random-llama"), hidden=32)  # hidden < vocab: random weights
+
+
+@pytest.fixture(scope="module")
+def random_fp32(random_dir):
+    return load_hf_backend(str(random_dir), BackendOptions(dtype="fp32"))
+
+
+@pytest.mark.parametrize("config", [
+    GenerationConfig(max_new_tokens=24, batch_size=3),
+    GenerationConfig(max_new_tokens=20, batch_size=8, stop_on_loop=False, stop_at_statement_end=False),
+    GenerationConfig(max_new_tokens=7, batch_size=1),
+], ids=["refill-3-slots", "no-stop-rules", "one-slot"])
+def test_fp32_equals_old_path_item_by_item(random_fp32, config):
+    prompts = random_prompts(14)
+    new = random_fp32.generate(prompts, config)
+    old = [old_path(random_fp32, p, config) for p in prompts]
+    assert [(g.text, g.finish_reason, g.tokens_out) for g in new] == old
+    assert [g.id for g in new] == [p.id for p in prompts]
+    reasons = {g.finish_reason for g in new}
+    if config.stop_on_loop:  # the comparison covered more than one way to stop
+        assert len(reasons) > 1, reasons
+
+
+def test_rows_leave_early_and_others_take_their_slots(random_fp32):
+    """20 prompts through 3 slots: far fewer steps than fixed batches waiting for their longest row."""
+    prompts = random_prompts(20, seed=1)
+    config = GenerationConfig(max_new_tokens=24, batch_size=3)
+    gens = random_fp32.generate(prompts, config)
+    steps = random_fp32.last_run["steps"]
+    lengths = [g.tokens_out for g in gens]
+    fixed = sum(max(lengths[i:i + 3]) for i in range(0, 20, 3))  # batches of 3 in order, each to its longest
+    assert steps <= sum(lengths) / 3 + 24, (steps, sum(lengths))
+    assert steps < fixed
+
+
+@pytest.mark.slow
+def test_bf16_wobble_is_bounded(random_dir):
+    """bf16: rows batched with different neighbours can round differently; each difference must sit on a
+    near tie of the old path's logits, and most items must be equal."""
+    backend = load_hf_backend(str(random_dir), BackendOptions(dtype="bf16"))
+    prompts = random_prompts(16, seed=2)
+    config = GenerationConfig(max_new_tokens=12, batch_size=5, stop_on_loop=False, stop_at_statement_end=False)
+    new = engine_ids(backend, prompts, config)
+    equal = 0
+    for p, new_ids in zip(prompts, new, strict=True):
+        _row, scores, old_ids = old_path(backend, p, config, scores=True)
+        if new_ids == old_ids:
+            equal += 1
+            continue
+        k = next((i for i, (a, b) in enumerate(zip(old_ids, new_ids, strict=False)) if a != b),
+                 min(len(old_ids), len(new_ids)))
+        top2 = scores[k].float().topk(2).values
+        assert float(top2[0] - top2[1]) <= BF16_TIE, (p.id, k, top2)
+    assert equal >= MIN_BF16_EQUAL * len(prompts), equal
+
+
+def test_scripted_model_batches_of_every_size_agree(tiny_backend):
+    texts = ["go_eos", "hello world please answer go_sql", "go_loop", "hello go_long", "m0", "``` m0",
+             "please go_sql", "q3"]
+    prompts = [Prompt(str(i), t) for i, t in enumerate(texts)]
+    runs = [[(g.text, g.finish_reason, g.tokens_out) for g in
+             tiny_backend.generate(prompts, GenerationConfig(max_new_tokens=30, batch_size=b))] for b in (1, 3, 8)]
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][0] == ("e1", "stop", 2) and runs[0][5] == ("m1 m2 ```", "stop", 3)
+
+
+def test_out_of_memory_halves_the_batch_without_losing_items(random_fp32, monkeypatch, caplog):
+    """A forward over more than 2 rows raises torch.OutOfMemoryError: the engine backs off to 2 slots and
+    restarts the unfinished rows; every item comes back, equal to an unconstrained run."""
+    prompts = random_prompts(9, seed=3)
+    config = GenerationConfig(max_new_tokens=12, batch_size=8)
+    expected = [(g.text, g.finish_reason, g.tokens_out) for g in random_fp32.generate(prompts, config)]
+    model = random_fp32.model
+    real = type(model).forward
+
+    def tight(self, *args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[0] > 2 and ids.shape[1] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", tight)
+    got = random_fp32.generate(prompts, config)
+    assert [(g.text, g.finish_reason, g.tokens_out) for g in got] == expected
+    assert random_fp32.last_run["slots"] == 2
+    assert "out of GPU memory" in caplog.text
+
+
+def test_auto_batch_size_on_cpu_is_the_measured_default(random_fp32):
+    assert random_fp32.auto_batch_size([[1, 2, 3]] * 50, 64) == 8
+    assert random_fp32.auto_batch_size([[1, 2, 3]] * 3, 64) == 3
+    gens = random_fp32.generate(random_prompts(10), GenerationConfig(max_new_tokens=5, batch_size=0))
+    assert len(gens) == 10 and random_fp32.last_run["slots"] == 8
+
