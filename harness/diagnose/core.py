@@ -26,12 +26,13 @@ from sqlglot import exp
 from harness.diagnose.literals import invented_coordinates
 from harness.diagnose.loops import is_degenerate, sql_tokens
 from harness.diagnose.truncation import truncation
+from harness.scoring.status import DIAGNOSIS_FLAGS
 from harness.sql.extract import Extracted
 from harness.sql.schema import IdentifierCheck, SchemaCatalog, check_identifiers
 
 __all__ = ["FLAGS", "Diagnosis", "diagnose"]
 
-FLAGS: tuple[str, ...] = ("degenerate", "truncated", "unknown_column", "unknown_table", "invented_literal")
+FLAGS = DIAGNOSIS_FLAGS  # the one flag vocabulary (harness.scoring.status; it adds backend_error)
 
 _MAX_REPAIR_CUTS = 12
 _TOKEN_RE = re.compile(r"'(?:[^']|'')*'?|\"[^\"]*\"?|\d+(?:\.\d+)?|\w+|[^\s\w]", re.UNICODE)
