@@ -1,25 +1,46 @@
-"""Safe execution of one query: classified first, then run as the read-only role through a named
-server-side cursor (one statement, bounded rows), under ``statement_timeout``, always rolled back.
+"""Safe execution of one query: classified first (against the database's function allow-list), then run
+as the read-only role in a fresh session, as one statement streamed row by row (extended protocol, so a
+second statement is a syntax error), in a READ ONLY transaction that is always rolled back.
+
+Bounds, whatever the query does: ``statement_timeout`` in the engine for the whole statement, and a
+wall-clock budget enforced from outside (a watchdog thread sends cancel requests, which also interrupt
+PostGIS/GEOS work that does not look at the timeout); a row cap and a byte budget on the result, checked
+row by row as it arrives, so neither many rows nor a few huge ones can take the harness's memory.
 
 Outcomes are keyed by SQLSTATE, never by message text.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
+import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
-from psycopg import sql as pgsql
+from psycopg.adapt import Loader
+from psycopg.types.string import TextLoader
 
-from harness.db.guard import classify
+from harness.db.guard import FunctionPolicy, classify
 from harness.db.server import ConnInfo
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 ExecStatus = Literal["ok", "exec_error", "timeout", "refused"]
 DEFAULT_ROW_CAP = 100_000
 DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
+# Bytes of a result as the server sends them (text format), counted value by value before each is
+# loaded: Python objects take up to about five times that (an int[] of one-digit elements).
+DEFAULT_BYTE_CAP = 32 * 2**20
+# After the budget is spent the watchdog repeats its cancel request this often, in case one arrived
+# between two statements and was ignored.
+_CANCEL_REPEAT_S = 0.25
+# A query still running this long after its budget (and the cancel requests) is abandoned.
+ABANDON_GRACE_S = 1.0
 SPATIAL_TYPES = ("geometry", "geography")
 # Connection-level failures: the server went away, not the query's fault.
 _CONNECTION_SQLSTATE_CLASSES = ("08", "57P")
@@ -58,32 +79,96 @@ class ConnectionLost(Exception):
     query killed its own session."""
 
 
+class ResultTooLarge(Exception):
+    """The result passed the byte budget while it arrived."""
+
+
+class _Watchdog:
+    """Enforces the wall-clock budget from a thread: ``statement_timeout`` alone restarts with every
+    statement, and code that never checks for interrupts (GEOS, some array functions) runs past it.
+
+    When ``seconds`` have passed it sends a cancel request (a SIGINT to the backend, which PostGIS also
+    forwards to GEOS) and repeats it, in case one arrived between two statements. If the backend still
+    has not answered ``grace`` seconds later, it shuts the connection's socket down: the query is
+    abandoned (the harness moves on; the backend exits when it next talks to the client)."""
+
+    def __init__(self, conn: psycopg.Connection, seconds: float, grace: float = ABANDON_GRACE_S) -> None:
+        self._conn = conn
+        self._seconds = seconds
+        self._grace = grace
+        self._stop = threading.Event()
+        self.fired = False
+        self.abandoned = False
+        self._thread = threading.Thread(target=self._watch, name="txt2sql-query-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._stop.wait(self._seconds):
+            return
+        self.fired = True
+        deadline = time.monotonic() + self._grace
+        while time.monotonic() < deadline:
+            try:
+                self._conn.cancel_safe(timeout=self._grace)
+            except (psycopg.Error, OSError):
+                pass
+            if self._stop.wait(_CANCEL_REPEAT_S):
+                return
+        self.abandoned = True
+        _shut_down(self._conn)
+
+
+def _shut_down(conn: psycopg.Connection) -> None:
+    """Cut the connection's socket, from any thread: a blocked read returns at once with an error, and
+    nothing more is received (used to abandon a query; the session is discarded afterwards)."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass
+
+
 class SafeExecutor:
-    """One reader connection to one database, reused across queries."""
+    """Runs queries on one database as the reader role, each in a session of its own, so that nothing a
+    query leaves behind (the random seed, settings, locks, prepared statements) reaches the next one."""
 
     def __init__(self, info: ConnInfo, *, row_cap: int = DEFAULT_ROW_CAP,
-                 statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS, fetch_size: int = 5000) -> None:
+                 statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS, byte_cap: int = DEFAULT_BYTE_CAP,
+                 functions: FunctionPolicy | None = None) -> None:
         self.info = info
         self.row_cap = row_cap
+        self.byte_cap = byte_cap
         self.statement_timeout_ms = statement_timeout_ms
-        self.fetch_size = fetch_size
-        self._conn: psycopg.Connection | None = None
+        self._functions = functions
         self._type_names: dict[int, str] = {}
-        self._counter = itertools.count()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing stays open between queries; kept so callers can treat executors as resources."""
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            try:
-                self._conn = psycopg.connect(**self.info.kwargs(connect_timeout=5), autocommit=True)
-            except psycopg.OperationalError as exc:
-                raise ConnectionLost(f"cannot connect to {self.info.describe()}: {exc}") from exc
-            self._type_names = {}
-        return self._conn
+    def functions(self) -> FunctionPolicy:
+        """The allow-list: given at construction (built at provisioning), or read once from the catalogue
+        as the reader role."""
+        if self._functions is None:
+            with self._connect() as conn:
+                self._functions = FunctionPolicy.from_catalogue(conn, self.info.user)
+        return self._functions
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            # the session starts read-only and with this executor's timeout: no round trip spent on SET
+            options = f"-c default_transaction_read_only=on -c statement_timeout={int(self.statement_timeout_ms)}"
+            conn = psycopg.connect(**self.info.kwargs(connect_timeout=5, options=options))
+        except psycopg.OperationalError as exc:
+            raise ConnectionLost(f"cannot connect to {self.info.describe()}: {exc}") from exc
+        _install_loaders(conn, self.byte_cap)
+        return conn
 
     def _type_name(self, conn: psycopg.Connection, oid: int) -> str:
         if oid not in self._type_names:
@@ -91,74 +176,169 @@ class SafeExecutor:
             if info is not None:
                 self._type_names[oid] = info.name
             else:
-                with conn.transaction():
-                    row = conn.execute("SELECT typname FROM pg_type WHERE oid = %s", (oid,)).fetchone()
+                row = conn.execute("SELECT typname FROM pg_type WHERE oid = %s", (oid,)).fetchone()
                 self._type_names[oid] = row[0] if row else str(oid)
         return self._type_names[oid]
 
-    def run(self, sql: str) -> Execution:
-        verdict = classify(sql)
+    def run(self, sql: str, *, parsed: exp.Expr | None = None) -> Execution:
+        """Classify, then execute. ``parsed``: the statement as sqlglot already parsed it from ``sql``."""
+        verdict = classify(sql, parsed=parsed, functions=self.functions())
         if not verdict.allowed:
             return Execution("refused", error=verdict.reason)
-        conn = self._connection()
+        conn = self._connect()
         t0 = time.monotonic()
+        watchdog = _Watchdog(conn, self.statement_timeout_ms / 1000)
         try:
-            return self._run(conn, sql, t0)
+            with watchdog:
+                return self._outcome(conn, sql, t0, watchdog)
         except psycopg.Error as exc:
+            if watchdog.abandoned:
+                return Execution("timeout", sqlstate="57014", seconds=time.monotonic() - t0,
+                                 error=f"abandoned: still running {ABANDON_GRACE_S:g} s after being cancelled at the "
+                                       f"wall-clock budget of {self.statement_timeout_ms} ms")
             if conn.broken or conn.closed or (exc.sqlstate or "").startswith(_CONNECTION_SQLSTATE_CLASSES):
-                self.close()
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
             raise
         finally:
-            self._reset(conn)
+            _discard(conn)
 
-    def _run(self, conn: psycopg.Connection, sql: str, t0: float) -> Execution:
+    def _outcome(self, conn: psycopg.Connection, sql: str, t0: float, watchdog: _Watchdog) -> Execution:
+        """The query's own failures become statuses; a broken connection propagates."""
+        def failed(status: ExecStatus, error: str, sqlstate: str | None = None) -> Execution:
+            return Execution(status, sqlstate=sqlstate, seconds=time.monotonic() - t0, error=error)
         try:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION READ ONLY")
-                conn.execute(pgsql.SQL("SET LOCAL statement_timeout = {}").format(
-                    pgsql.Literal(str(self.statement_timeout_ms))))
-                with conn.cursor(name=f"txt2sql_q{next(self._counter)}") as cur:
-                    cur.itersize = self.fetch_size
-                    cur.execute(sql.strip().rstrip(";"))  # type: ignore[arg-type]
-                    desc = cur.description or []
-                    rows: list[tuple[Any, ...]] = []
-                    while len(rows) <= self.row_cap:
-                        chunk = cur.fetchmany(min(self.fetch_size, self.row_cap + 1 - len(rows)))
-                        if not chunk:
-                            break
-                        rows.extend(chunk)
-                    capped = len(rows) > self.row_cap
-                    rows = rows[: self.row_cap]
-                    types = tuple(self._type_name(conn, d.type_code) for d in desc)
-                raise psycopg.Rollback()  # never commit anything
+            result = self._fetch(conn, sql, watchdog)
         except UnicodeEncodeError as exc:
             # raised client-side before anything is sent, e.g. a lone surrogate (JSON "\ud800") in a
             # prediction: the query's fault, not the harness's
-            return Execution("exec_error", seconds=time.monotonic() - t0,
-                             error=f"the query is not valid Unicode ({exc.reason} at position {exc.start})")
+            return failed("exec_error", f"the query is not valid Unicode ({exc.reason} at position {exc.start})")
+        except ResultTooLarge as exc:
+            return failed("exec_error", str(exc))
+        except RecursionError:
+            return failed("exec_error", "a value in the result is nested too deeply to load")
         except psycopg.errors.QueryCanceled as exc:
-            if exc.sqlstate == "57014":
-                return Execution("timeout", sqlstate=exc.sqlstate, seconds=time.monotonic() - t0,
-                                 error=f"cancelled after statement_timeout={self.statement_timeout_ms} ms")
-            raise
+            return failed("timeout", self._timeout_message(watchdog), exc.sqlstate)
         except psycopg.Error as exc:
             if conn.broken or (exc.sqlstate or "").startswith(_CONNECTION_SQLSTATE_CLASSES):
                 raise
-            return Execution("exec_error", sqlstate=exc.sqlstate, seconds=time.monotonic() - t0,
-                             error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        seconds = time.monotonic() - t0
-        geo = [i for i, t in enumerate(types) if t in SPATIAL_TYPES]
-        if geo:
-            rows = [tuple(GeoValue(v, types[i]) if i in geo and v is not None else v for i, v in enumerate(r))
-                    for r in rows]
-        return Execution("ok", ResultSet(tuple(d.name for d in desc), types, tuple(rows), capped), seconds=seconds)
+            return failed("exec_error", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                          exc.sqlstate)
+        if result is None:
+            return failed("timeout", self._timeout_message(watchdog), "57014")
+        return Execution("ok", result, seconds=time.monotonic() - t0)
 
-    def _reset(self, conn: psycopg.Connection) -> None:
-        """Undo whatever a query left on the session (advisory locks, settings, prepared plans)."""
-        if conn.closed or conn.broken:
-            return
+    def _timeout_message(self, watchdog: _Watchdog) -> str:
+        if watchdog.fired:
+            return f"cancelled after the wall-clock budget of {self.statement_timeout_ms} ms"
+        return f"cancelled after statement_timeout={self.statement_timeout_ms} ms"
+
+    def _fetch(self, conn: psycopg.Connection, sql: str, watchdog: _Watchdog) -> ResultSet | None:
+        """Stream the rows (libpq single-row mode: one row in memory at a time) up to the row cap and
+        the byte budget; None when the wall-clock budget ran out first."""
+        cur = conn.cursor()  # the connection is not in autocommit: the statement runs inside BEGIN
+        rows: list[tuple[Any, ...]] = []
+        capped = False
+        stream = cur.stream(sql.strip().rstrip(";"))  # type: ignore[arg-type]
         try:
-            conn.execute("DISCARD ALL")
-        except psycopg.Error:
-            self.close()
+            for row in stream:
+                if len(rows) >= self.row_cap or watchdog.fired:
+                    capped = not watchdog.fired
+                    break
+                rows.append(row)
+        except (ResultTooLarge, RecursionError):
+            _shut_down(conn)  # do not receive (and drain) the rest of a result that is refused anyway
+            raise
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # a generator: cancels and drains the rest
+        if watchdog.fired:
+            return None
+        columns, types = self._describe(conn, cur, sql)
+        return ResultSet(columns, types, tuple(_typed_rows(rows, types)), capped)
+
+    def _describe(self, conn: psycopg.Connection, cur: psycopg.Cursor[Any],
+                  sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Column names and types. A stream that yielded no row carries no description, so the statement
+        is then prepared (parsed and analysed, not run) and described."""
+        if cur.description is not None and cur.pgresult is not None:
+            desc = [(d.name, d.type_code) for d in cur.description]
+        else:
+            pgconn = conn.pgconn
+            res = pgconn.prepare(b"", sql.strip().rstrip(";").encode(conn.info.encoding))
+            if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                sqlstate = (res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"XX000").decode()
+                raise psycopg.errors.lookup(sqlstate)(res.error_message.decode(errors="replace"))
+            res = pgconn.describe_prepared(b"")
+            enc = conn.info.encoding
+            desc = [((res.fname(i) or b"").decode(enc), res.ftype(i)) for i in range(res.nfields)]
+        return tuple(n for n, _ in desc), tuple(self._type_name(conn, oid) for _, oid in desc)
+
+
+class _Budget:
+    """What is left of one query's byte budget; spent by the loaders, value by value, before a value is
+    turned into a Python object."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.limit = nbytes
+        self.left = nbytes
+
+    def spend(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise ResultTooLarge(f"the result is larger than the byte budget ({self.limit / 2**20:g} MiB as "
+                                 "sent by the server); it is not loaded")
+
+
+_BUDGETS: weakref.WeakKeyDictionary[Any, _Budget] = weakref.WeakKeyDictionary()
+_GUARDED: dict[tuple[type[Any], int], type[Loader]] = {}
+# Parsing an array's text costs far more per byte than copying a string (psycopg: about 0.6 us per
+# element): an array's bytes count this many times, so the budget bounds the time to load as well.
+ARRAY_WEIGHT = 16
+
+
+def _guarded(inner: type[Any], weight: int = 1) -> type[Loader]:
+    """A loader that charges each value's size (times ``weight``) to its connection's budget, then loads
+    it with ``inner``."""
+    if (inner, weight) not in _GUARDED:
+        def __init__(self: Any, oid: int, context: Any = None) -> None:
+            Loader.__init__(self, oid, context)
+            self._inner = inner(oid, context)
+            self._budget = _BUDGETS.get(self.connection)
+
+        def load(self: Any, data: Any) -> Any:
+            if self._budget is not None:
+                self._budget.spend((len(data) + 4) * weight)  # + its length word on the wire
+            return self._inner.load(data)
+
+        _GUARDED[inner, weight] = type(f"Budgeted{inner.__name__}", (Loader,), {"__init__": __init__, "load": load})
+    return _GUARDED[inner, weight]
+
+
+def _install_loaders(conn: psycopg.Connection, byte_cap: int) -> None:
+    """JSON loads as its text (JSON null stays apart from SQL NULL, and no depth crashes a fetch); every
+    text-format loader, and the fallback for unknown types such as geometry, spends the byte budget."""
+    for json_type in ("json", "jsonb"):
+        conn.adapters.register_loader(json_type, TextLoader)
+    arrays = {t.array_oid for t in conn.adapters.types if t.array_oid}
+    for oid in {0} | arrays | {t.oid for t in conn.adapters.types}:
+        inner = conn.adapters.get_loader(oid, psycopg.pq.Format.TEXT)
+        if inner is not None:
+            conn.adapters.register_loader(oid, _guarded(inner, ARRAY_WEIGHT if oid in arrays else 1))
+    _BUDGETS[conn] = _Budget(byte_cap)
+
+
+def _discard(conn: psycopg.Connection) -> None:
+    """Roll back (nothing is ever committed) and end the session."""
+    try:
+        if not conn.broken:
+            conn.rollback()
+    except psycopg.Error:
+        pass
+    finally:
+        conn.close()
+
+
+def _typed_rows(rows: list[tuple[Any, ...]], types: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    geo = [i for i, t in enumerate(types) if t in SPATIAL_TYPES]
+    if not geo:
+        return rows
+    return [tuple(GeoValue(v, types[i]) if i in geo and v is not None else v for i, v in enumerate(r)) for r in rows]

@@ -8,6 +8,7 @@ shared server (``--db postgresql://...``) nothing else is touched.
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,8 +18,17 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant
+from harness.db.guard import FunctionPolicy
 from harness.db.server import ConnInfo, Server, admin_connection, create_utf8_database, ensure_postgis
 from harness.errors import BenchmarkError, InfrastructureError
+
+log = logging.getLogger(__name__)
+# Role defaults (ALTER ROLE ... SET): they survive DISCARD ALL / RESET, and every query runs in a fresh
+# session that starts from them. temp_file_limit is superuser-only to set; on a DSN whose role is not a
+# superuser it is skipped with a warning.
+ROLE_LIMITS = {"default_transaction_read_only": "on", "idle_in_transaction_session_timeout": "60s",
+               "work_mem": "8MB", "temp_file_limit": "64MB", "lock_timeout": "2s",
+               "standard_conforming_strings": "on"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class FixtureDatabases:
         self.reader_role = f"{self.prefix}_reader"
         self._reader_password = secrets.token_urlsafe(16)
         self.databases: dict[tuple[str, str], VariantDatabase] = {}
+        self._functions: dict[str, FunctionPolicy] = {}
 
     def __enter__(self) -> FixtureDatabases:
         try:
@@ -73,13 +84,13 @@ class FixtureDatabases:
             conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE "
                                    "NOINHERIT NOREPLICATION CONNECTION LIMIT 20").format(
                 pgsql.Identifier(self.reader_role), pgsql.Literal(self._reader_password)))
-            # Role defaults survive DISCARD ALL / RESET, so a query cannot switch them off for good.
-            conn.execute(pgsql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
-                pgsql.Identifier(self.reader_role)))
-            conn.execute(pgsql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
-                pgsql.Identifier(self.reader_role), pgsql.Literal(str(self.statement_timeout_ms))))
-            conn.execute(pgsql.SQL("ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s'").format(
-                pgsql.Identifier(self.reader_role)))
+            settings = dict(ROLE_LIMITS, statement_timeout=str(self.statement_timeout_ms))
+            for name, value in settings.items():
+                try:
+                    conn.execute(pgsql.SQL("ALTER ROLE {} SET {} = {}").format(
+                        pgsql.Identifier(self.reader_role), pgsql.Identifier(name), pgsql.Literal(value)))
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    log.warning("cannot set %s for the reader role (%s); that limit is not enforced", name, exc)
         for spec in self.benchmark.databases.values():
             for variant in spec.variants:
                 tpl = f"{self.prefix}_{_ident(spec.name)}_{_ident(variant.name)}_tpl"
@@ -110,7 +121,36 @@ class FixtureDatabases:
                     pgsql.Identifier(schema), pgsql.Identifier(self.reader_role)))
                 conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
                     pgsql.Identifier(schema), pgsql.Identifier(self.reader_role)))
+            self._functions[tpl[:-4]] = self._restrict_functions(conn)
             conn.execute("ANALYZE")
+
+    def _restrict_functions(self, conn: psycopg.Connection) -> FunctionPolicy:
+        """The guard's allow-list for this database, from its catalogue; then revoke EXECUTE from PUBLIC on
+        every other routine, so that the role refuses what the guard refuses.
+
+        pg_proc is per database and this is the run's own template (its clones inherit the ACLs), so the
+        revoke touches no other database on the server. PostgreSQL has no per-role deny (every role
+        holds PUBLIC's grants), which is why it is done here. Only the owner of a routine (or a superuser)
+        can revoke: on a DSN whose role is neither, catalogue functions keep PUBLIC's grant and the guard
+        alone refuses them (logged)."""
+        policy = FunctionPolicy.from_catalogue(conn, self.reader_role)
+        refused = [r[0] for r in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE NOT (p.proname = ANY(%s)) "
+            "AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
+            (sorted(policy.allowed),)).fetchall()]
+        for i in range(0, len(refused), 200):
+            try:
+                conn.execute("REVOKE EXECUTE ON ROUTINE " + ", ".join(refused[i:i + 200]) + " FROM PUBLIC")
+            except psycopg.Error as exc:
+                log.warning("cannot revoke EXECUTE on refused functions (%s)", exc)
+                break
+        left = conn.execute("SELECT count(*) FROM pg_proc p WHERE NOT (p.proname = ANY(%s)) "
+                            "AND has_function_privilege(%s, p.oid, 'EXECUTE')",
+                            (sorted(policy.allowed), self.reader_role)).fetchone()
+        if left and left[0]:
+            log.warning("the reader role may still execute %d functions the guard refuses (the admin role does "
+                        "not own them); the guard alone refuses them", left[0])
+        return policy
 
     @staticmethod
     def _load(conn: psycopg.Connection, path: Path, text: str) -> None:
@@ -127,6 +167,10 @@ class FixtureDatabases:
     # -- use -------------------------------------------------------------------------------------
     def variants(self, db: str) -> list[VariantDatabase]:
         return [v for (d, _), v in self.databases.items() if d == db]
+
+    def functions(self, vdb: VariantDatabase) -> FunctionPolicy:
+        """What the reader role may call in ``vdb`` (built once per database at provisioning)."""
+        return self._functions[vdb.dbname]
 
     def reader(self, vdb: VariantDatabase) -> ConnInfo:
         return self.server.admin.with_(user=self.reader_role, password=self._reader_password, dbname=vdb.dbname)

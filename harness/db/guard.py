@@ -1,15 +1,27 @@
 """Classify SQL before it is sent: only a single read-only query is ever executed.
 
-This is the first of several walls (the others: a SELECT-only role, a read-only transaction, one
-statement per execution through a server-side cursor, ``statement_timeout``, rollback). It refuses:
-anything that is not one SELECT / WITH / VALUES / set operation; data-modifying CTEs; SELECT INTO;
-row locks; and calls to server-administration functions that a read-only role could still use against
-itself or other sessions (terminating backends, advisory locks, large objects, file access, settings).
+This is the first of several walls (the others: a SELECT-only role that may execute only the functions
+this guard allows, a read-only transaction, one statement per execution, a fresh session per query, a
+wall-clock budget, rollback). The decision comes from the parse tree and the database's catalogue, never
+from regular expressions over the text:
+
+- the text is tokenised and parsed by sqlglot; anything it cannot parse is refused (PostGIS operators it
+  does not know, such as ``~=`` or ``&&&``, are read as ``=`` for the check only);
+- the statement must be one SELECT / WITH / VALUES / set operation, with no data-modifying CTE,
+  SELECT INTO or row lock;
+- every function call sqlglot finds (``exp.Func``: unknown names as ``exp.Anonymous``, typed functions
+  mapped back to the name PostgreSQL sees) must be on the :class:`FunctionPolicy` built from
+  ``pg_proc`` for the reader role: executable by it, not volatile (a few harmless volatile functions such
+  as ``random()`` excepted), and not one that runs a text argument as a query (``ts_stat``,
+  ``query_to_xml``, ...). Without a policy no function may be called;
+- ``U&"..."`` identifiers (which can spell any name) and NUL bytes are refused.
 
 >>> classify("SELECT 1").allowed
 True
 >>> classify("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d").reason
 'data-modifying statement inside the query (DELETE)'
+>>> classify("SELECT setseed(0.5)", functions=FunctionPolicy(frozenset({"random"}))).reason
+'function setseed() is not on the allow-list of the reader role (volatile, not executable, or runs a query)'
 """
 
 from __future__ import annotations
@@ -17,27 +29,76 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)
 _WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command,
            exp.TruncateTable, exp.Copy, exp.Set, exp.Transaction, exp.Commit, exp.Rollback, exp.Grant)
-_DENIED_FUNCTIONS = re.compile(
-    r"^(pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile|pg_promote|pg_switch_wal"
-    r"|pg_(try_)?advisory\w*|pg_read_(binary_)?file|pg_ls_\w+|pg_stat_file|pg_file_\w+|pg_logical_\w+"
-    r"|pg_create_\w+|pg_drop_replication_slot|pg_replication_\w+|pg_import_system_collations"
-    r"|lo_\w+|loread|lowrite|dblink\w*|set_config|query_to_xml\w*|query_to_xmlschema|cursor_to_xml\w*"
-    r"|table_to_xml\w*|database_to_xml\w*|schema_to_xml\w*|pg_notify|txid_current|pg_current_xact_id"
-    r"|nextval|setval|currval|pg_sleep_for|pg_sleep_until)$", re.I)
-_FIRST_WORD = re.compile(r"^\s*\(*\s*(\w+)", re.S)
-# U&"\0070g_advisory_lock" is pg_advisory_lock to the server, but sqlglot reads it as ``U & "..."``,
-# so a denied function could hide behind it. No real answer needs an escaped identifier.
-_UNICODE_IDENTIFIER = re.compile(r'\bU&"', re.I)
+
+# Volatile, but they change nothing outside the current statement: golds use them.
+HARMLESS_VOLATILE = frozenset({"random", "random_normal", "clock_timestamp", "timeofday", "gen_random_uuid"})
+# Never allowed, whatever pg_proc says: they run a text argument as a query, allocate transaction ids,
+# or change session state (most are volatile as well; listing them keeps the intent independent of how a
+# server labels them).
+NEVER_ALLOWED = frozenset({
+    "ts_stat", "ts_rewrite", "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+    "cursor_to_xml", "cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
+    "database_to_xmlschema", "database_to_xml_and_xmlschema", "txid_current", "txid_current_if_assigned",
+    "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_export_snapshot", "setseed", "nextval",
+    "setval", "currval", "lastval", "set_config", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "dblink",
+    "dblink_exec", "pg_logical_emit_message", "pg_notify"})
+# Grammar that sqlglot renders like a call but PostgreSQL's parser handles itself (no pg_proc entry).
+SYNTAX_FORMS = frozenset({
+    "cast", "try_cast", "coalesce", "greatest", "least", "nullif", "trim", "row", "array", "grouping",
+    "exists", "xmlelement", "xmlforest", "xmlconcat", "xmlparse", "xmlpi", "xmlroot", "xmlserialize",
+    "xmlexists", "xmlattributes", "treat", "json_object", "json_array", "json_objectagg", "json_arrayagg",
+    "json", "json_scalar", "json_serialize", "json_query", "json_value", "json_exists", "json_table",
+    "any", "all", "some", "in", "values", "interval"})
+
+# The catalogue query: a name is allowed when every routine of that name (any schema, any overload) is
+# a function, aggregate or window function the role may execute and is not volatile.
+CATALOGUE_QUERY = """
+SELECT p.proname
+FROM pg_proc p
+GROUP BY p.proname
+HAVING bool_and(p.prokind IN ('f', 'a', 'w')
+                AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')
+                AND (p.provolatile <> 'v' OR p.proname = ANY(%(harmless)s)))
+"""
+# PostgreSQL operators are runs of these characters (outside strings and comments).
+_OPERATOR_CHARS = frozenset("+-*/<>=~!@#%^&|`?")
+_SQLGLOT_OPERATORS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "||", "->",
+                                "->>", "#>", "#>>", "@>", "<@", "&&", "::", "~", "~*", "!~", "!~*", "^", "|",
+                                "&", "<->", "?", "?|", "?&", "<<", ">>", "#"})
+_CALL_NAME = re.compile(r'^"?([A-Za-z_][A-Za-z0-9_$]*)"?\s*\(')
+_PLACEHOLDER = exp.column("_")
+
+
+@dataclass(frozen=True)
+class FunctionPolicy:
+    """The functions the reader role may call in one database, by name (as in ``pg_proc.proname``)."""
+
+    allowed: frozenset[str]
+
+    @classmethod
+    def from_catalogue(cls, conn: Any, role: str) -> FunctionPolicy:
+        """Build from ``pg_proc`` on an open psycopg connection to the database, for ``role``."""
+        rows = conn.execute(CATALOGUE_QUERY, {"role": role, "harmless": sorted(HARMLESS_VOLATILE)}).fetchall()
+        return cls(frozenset(r[0] for r in rows) - NEVER_ALLOWED)
+
+    def permits(self, name: str) -> bool:
+        return name in self.allowed or name in SYNTAX_FORMS
+
+
+NO_FUNCTIONS = FunctionPolicy(frozenset())
 
 
 @dataclass(frozen=True)
@@ -46,24 +107,77 @@ class Classification:
     reason: str = ""
 
 
-def classify(sql: str) -> Classification:
+def classify(sql: str, *, parsed: exp.Expr | None = None,
+             functions: FunctionPolicy = NO_FUNCTIONS) -> Classification:
+    """Decide whether ``sql`` may be sent. ``parsed``: the statement already parsed by sqlglot
+    (``read="postgres"``) from this same text, so a caller that parses each prediction once need not
+    parse it again; ``functions``: what the reader role may call (none when not given)."""
     text = sql.strip().rstrip(";").strip()
     if not text:
         return Classification(False, "empty statement")
-    if _UNICODE_IDENTIFIER.search(_strip_literals(text)):
-        return Classification(False, 'unicode-escaped identifiers (U&"...") are not allowed: they can hide a name')
+    if "\x00" in sql:
+        return Classification(False, "the SQL contains a NUL byte: what would run is not what was written")
     try:
-        statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
-        return _classify_tree(statements)
-    except (ParseError, TokenError):
-        return _classify_unparsed(text)
+        tokens = sqlglot.tokenize(text, read="postgres")
+        if _has_unicode_identifier(tokens):
+            return Classification(False, 'unicode-escaped identifiers (U&"...") are not allowed: they can hide a name')
+        statements = [parsed] if parsed is not None else _parse(text, tokens)
+        return _classify_tree(statements, functions)
+    except (ParseError, TokenError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Classification(False, f"sqlglot cannot parse the query, so it cannot be checked: {first[:160]}")
     except RecursionError:
         # sqlglot's parser and generator recurse per nesting level; thousands of nested parentheses or
         # calls would otherwise crash the whole evaluation. No real answer is nested that deep.
         return Classification(False, "expression nested too deeply to check")
 
 
-def _classify_tree(statements: list[exp.Expr]) -> Classification:
+def _has_unicode_identifier(tokens: list[Token]) -> bool:
+    """``U&"..."``: the tokenizer (which knows strings, dollar quotes and comments) sees ``U``, ``&`` and
+    a quoted identifier back to back."""
+    for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if (a.token_type == TokenType.VAR and a.text.upper() == "U" and b.token_type == TokenType.AMP
+                and c.token_type == TokenType.IDENTIFIER and a.end + 1 == b.start and b.end + 1 == c.start):
+            return True
+    return False
+
+
+def _parse(text: str, tokens: list[Token]) -> list[exp.Expr]:
+    try:
+        return [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+    except ParseError:
+        patched = _neutralise_operators(text, tokens)
+        if patched == text:
+            raise
+        return [s for s in sqlglot.parse(patched, read="postgres") if s is not None]
+
+
+def _neutralise_operators(text: str, tokens: list[Token]) -> str:
+    """Replace each PostgreSQL operator sqlglot does not know (``~=``, ``&&&``, ``&<|``, ``<<|``, ...) by
+    ``=`` padded with spaces. Only operator tokens that touch are joined, and a token counts only when its
+    source text is its text (so never a string, comment or name); the result is used for the check only,
+    never sent.
+
+    >>> _neutralise_operators("SELECT a ~= b", sqlglot.tokenize("SELECT a ~= b", read="postgres"))
+    'SELECT a =  b'
+    """
+    runs: list[list[Token]] = []
+    for tok in tokens:
+        if not (tok.text and set(tok.text) <= _OPERATOR_CHARS and text[tok.start:tok.end + 1] == tok.text):
+            continue
+        if runs and runs[-1][-1].end + 1 == tok.start:
+            runs[-1].append(tok)
+        else:
+            runs.append([tok])
+    out = list(text)
+    for run in runs:
+        if "".join(t.text for t in run) not in _SQLGLOT_OPERATORS:
+            start, end = run[0].start, run[-1].end
+            out[start:end + 1] = list("=" + " " * (end - start))
+    return "".join(out)
+
+
+def _classify_tree(statements: list[exp.Expr], functions: FunctionPolicy) -> Classification:
     if len(statements) != 1:
         return Classification(False, f"{len(statements)} statements; only one query is executed")
     root = statements[0]
@@ -77,28 +191,41 @@ def _classify_tree(statements: list[exp.Expr]) -> Classification:
         if isinstance(node, exp.Lock):
             return Classification(False, "row locks (FOR UPDATE/SHARE) are not allowed")
         if isinstance(node, exp.Func):
-            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-            if name and _DENIED_FUNCTIONS.match(name):
-                return Classification(False, f"function {name}() is not allowed in evaluated SQL")
+            name = called_name(node)
+            if name is not None and not functions.permits(name):
+                return Classification(False, f"function {name}() is not on the allow-list of the reader role "
+                                             "(volatile, not executable, or runs a query)")
     return Classification(True)
 
 
-def _classify_unparsed(text: str) -> Classification:
-    """sqlglot cannot parse every PostGIS query; fall back to a lexical check and let the server's
-    parser (read-only role, extended protocol: one statement) be the judge."""
-    m = _FIRST_WORD.match(text)
-    first = m.group(1).upper() if m else ""
-    if first not in ("SELECT", "WITH", "VALUES", "TABLE"):
-        return Classification(False, f"not a query: {first or 'unrecognised'} statements are never executed")
-    words = set(re.findall(r"[a-z_]+", _strip_literals(text).lower()))
-    for bad in ("insert", "update", "delete", "merge", "truncate", "drop", "alter", "create", "grant", "copy"):
-        if bad in words:
-            return Classification(False, f"data-modifying keyword {bad.upper()} in a query that could not be parsed")
-    for word in words:
-        if _DENIED_FUNCTIONS.match(word):
-            return Classification(False, f"function {word}() is not allowed in evaluated SQL")
-    return Classification(True, "unparsed by sqlglot; executed under the read-only role")
+def called_name(node: exp.Func) -> str | None:
+    """The name PostgreSQL resolves for a call sqlglot parsed, or None for an operator or keyword form
+    (``a && b``, ``CURRENT_DATE``). Unquoted names fold to lower case, as the server folds them.
+
+    >>> called_name(sqlglot.parse_one("SELECT STRING_AGG(x, ',')", read="postgres").expressions[0])
+    'string_agg'
+    """
+    if isinstance(node, exp.Anonymous):
+        this = node.this
+        if isinstance(this, exp.Identifier):
+            return this.this if this.quoted else this.this.lower()
+        return str(this).lower()
+    m = _CALL_NAME.match(_shallow_sql(node))
+    return m.group(1).lower() if m else None
 
 
-def _strip_literals(text: str) -> str:
-    return re.sub(r"'(?:[^']|'')*'", "''", text)
+def _shallow_sql(node: exp.Func) -> str:
+    """Render only the call itself (its arguments replaced by a placeholder), so that nested calls cost
+    linear, not quadratic, time."""
+    args: dict[str, Any] = {}
+    for key, value in node.args.items():
+        if isinstance(value, exp.Expr):
+            args[key] = _PLACEHOLDER.copy()
+        elif isinstance(value, list):
+            args[key] = [_PLACEHOLDER.copy() if isinstance(v, exp.Expr) else v for v in value]
+        else:
+            args[key] = value
+    try:
+        return type(node)(**args).sql(dialect="postgres")
+    except Exception:  # noqa: BLE001 -- a generator that needs real arguments: render the whole call
+        return node.sql(dialect="postgres")

@@ -28,23 +28,29 @@ CASES = Path(__file__).parent / "cases" / "hostile.tsv"
 STATUSES = {"ok", "exec_error", "timeout", "refused"}
 TIMEOUT_MS = 1500
 MARKER = Path("/tmp") / f"txt2sql-hostile-{uuid.uuid4().hex}"
-_MACRO = re.compile(r"\{(nested_parens|long_sum|nested_calls):(\d+)\}")
+_MACRO = re.compile(r"\{(nested_parens|long_sum|nested_calls|deep_json):(\d+)\}")
+_EXPECTED = re.compile(r"^(ok|exec_error|timeout|refused)(?::([0-9A-Z]{5}))?$")
 
 
 def _expand(sql: str) -> str:
-    """``{marker}``, ``{surrogate}`` (a lone surrogate, which a UTF-8 file cannot hold) and the generated expressions, so the data file stays one readable line per case."""
+    """``{marker}``, ``{surrogate}`` (a lone surrogate, which a UTF-8 file cannot hold), ``{nul}`` and the
+    generated expressions, so the data file stays one readable line per case."""
     def macro(m: re.Match[str]) -> str:
         kind, n = m.group(1), int(m.group(2))
         if kind == "nested_parens":
             return "(" * n + "1" + ")" * n
         if kind == "long_sum":
             return "+".join(["1"] * n)
+        if kind == "deep_json":
+            return "'" + "[" * n + "]" * n + "'::jsonb"
         return "abs(" * n + "1" + ")" * n
-    return _MACRO.sub(macro, sql.replace("{marker}", str(MARKER)).replace("{surrogate}", "\ud800"))
+    text = sql.replace("{marker}", str(MARKER)).replace("{surrogate}", "\ud800").replace("{nul}", "\x00")
+    return _MACRO.sub(macro, text)
 
 
 def hostile_cases(path: Path = CASES) -> list[object]:
-    """``sql<TAB>status[|status...]<TAB>comment`` per line; ``#`` lines and blank lines skipped."""
+    """``sql<TAB>status[:SQLSTATE]<TAB>comment`` per line: one exact outcome per case (and, where
+    given, the exact SQLSTATE); ``#`` lines and blank lines skipped."""
     params = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
@@ -54,11 +60,11 @@ def hostile_cases(path: Path = CASES) -> list[object]:
             raise CaseFileError(f"{path}:{number}: expected 3 tab-separated cells (sql, expected, comment), "
                                 f"got {len(cells)}")
         sql, expected, comment = cells
-        allowed = frozenset(expected.split("|"))
-        if not allowed or not allowed <= STATUSES:
-            raise CaseFileError(f"{path}:{number}: field 'expected' must be |-separated statuses from "
-                                f"{sorted(STATUSES)}, got {expected!r}")
-        params.append(_param(path, number, comment, number, sql.replace("\\n", "\n"), allowed))
+        m = _EXPECTED.match(expected)
+        if m is None:
+            raise CaseFileError(f"{path}:{number}: field 'expected' must be one status from {sorted(STATUSES)}, "
+                                f"optionally with ':SQLSTATE', got {expected!r}")
+        params.append(_param(path, number, comment, number, sql.replace("\\n", "\n"), (m.group(1), m.group(2))))
     return params
 
 
@@ -67,7 +73,7 @@ PARAMS = hostile_cases()
 
 @dataclass
 class CorpusRun:
-    outcomes: dict[int, tuple[str, str]]  # line -> (status, detail)
+    outcomes: dict[int, tuple[str, str | None, str]]  # line -> (status, sqlstate, detail)
     before: dict[str, str]
     after: dict[str, str]
     advisory_locks: list[tuple[object, ...]]
@@ -88,9 +94,9 @@ def corpus(pg_server, mini_fixtures) -> CorpusRun:
             number, sql, _ = param.values
             try:
                 ex = scorer.execute(vdb, _expand(sql))
-                outcomes[number] = (ex.status, f"SQLSTATE {ex.sqlstate}: {ex.error}")
+                outcomes[number] = (ex.status, ex.sqlstate, f"SQLSTATE {ex.sqlstate}: {ex.error}")
             except Exception as exc:  # noqa: BLE001 -- any exception here is a harness crash: record it
-                outcomes[number] = (f"crash:{type(exc).__name__}", str(exc)[:300])
+                outcomes[number] = (f"crash:{type(exc).__name__}", None, str(exc)[:300])
         # with the reader connections still open: a session-level lock would show here
         with admin_connection(pg_server.admin) as conn:
             locks = conn.execute("SELECT locktype, objid, pid, mode FROM pg_locks "
@@ -102,13 +108,17 @@ def corpus(pg_server, mini_fixtures) -> CorpusRun:
 
 
 def test_corpus_is_large_enough():
-    assert len(PARAMS) >= 40
+    assert len(PARAMS) >= 150
 
 
-@pytest.mark.parametrize("number,sql,allowed", PARAMS)
-def test_hostile_case_has_expected_status(corpus, number, sql, allowed):
-    status, detail = corpus.outcomes[number]
-    assert status in allowed, f"{CASES.name}:{number}: {sql[:120]!r} -> {status} ({detail}); expected {sorted(allowed)}"
+@pytest.mark.parametrize("number,sql,expected", PARAMS)
+def test_hostile_case_has_expected_status(corpus, number, sql, expected):
+    status, sqlstate, detail = corpus.outcomes[number]
+    want_status, want_sqlstate = expected
+    where = f"{CASES.name}:{number}: {sql[:120]!r} -> {status} ({detail})"
+    assert status == want_status, f"{where}; expected {want_status}"
+    if want_sqlstate:
+        assert sqlstate == want_sqlstate, f"{where}; expected SQLSTATE {want_sqlstate}"
 
 
 def test_fixture_checksum_unchanged_after_corpus(corpus):
@@ -130,18 +140,22 @@ def test_server_alive_and_normal_query_works_after_corpus(corpus, pg_server, rea
 
 
 def test_timeouts_are_enforced_by_the_engine(corpus):
-    """Four cases run forever unless the server stops them; the whole corpus must still be quick."""
+    """Seven cases run for a long time or forever unless they are stopped; the whole corpus must still
+    be quick."""
     assert corpus.seconds < 60, f"corpus took {corpus.seconds:.1f}s"
 
 
 def test_advisory_lock_is_released_even_if_the_guard_misses_it(mini_fixtures, pg_server, monkeypatch):
-    """Defence in depth: with the guard switched off, the session lock is still gone after the query
-    (the executor's DISCARD ALL), so it cannot block the next run."""
-    import harness.db.executor as executor
+    """Defence in depth: with the guard switched off and the role allowed to take advisory locks for
+    this test, the session lock is still gone after the query (each query has a session of its own), so
+    it cannot block the next one."""
     from harness.db.executor import SafeExecutor
-    from harness.db.guard import Classification
-    monkeypatch.setattr(executor, "classify", lambda sql: Classification(True))
-    ex = SafeExecutor(mini_fixtures.reader(mini_fixtures.variants("default")[0]), statement_timeout_ms=TIMEOUT_MS)
+    vdb = mini_fixtures.variants("default")[0]
+    grant = f"EXECUTE ON FUNCTION pg_advisory_lock(bigint) %s {mini_fixtures.reader_role}"
+    with admin_connection(pg_server.admin, dbname=vdb.dbname) as conn:
+        conn.execute("GRANT " + grant % "TO")
+    guard_off(monkeypatch)
+    ex = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=TIMEOUT_MS)
     try:
         assert ex.run("SELECT pg_advisory_lock(4243)").status == "ok"
         with admin_connection(pg_server.admin) as conn:
@@ -149,23 +163,29 @@ def test_advisory_lock_is_released_even_if_the_guard_misses_it(mini_fixtures, pg
         assert held == (0,)
     finally:
         ex.close()
+        with admin_connection(pg_server.admin, dbname=vdb.dbname) as conn:
+            conn.execute("REVOKE " + grant % "FROM")
 
 
 def test_writes_fail_even_if_the_guard_misses_them(mini_fixtures, monkeypatch):
     """Defence in depth: without the guard, the reader role and the read-only transaction still stop
-    a write, and the fixture does not change."""
-    import harness.db.executor as executor
+    a write, and the fixture does not change. Each fails, with the SQLSTATE of the layer that stopped it."""
     from harness.db.executor import SafeExecutor
-    from harness.db.guard import Classification
-    monkeypatch.setattr(executor, "classify", lambda sql: Classification(True))
+    guard_off(monkeypatch)
     before = mini_fixtures.checksums()
     ex = SafeExecutor(mini_fixtures.reader(mini_fixtures.variants("default")[0]), statement_timeout_ms=TIMEOUT_MS)
     try:
-        for sql in ("WITH d AS (DELETE FROM rfgcpy RETURNING 1) SELECT count(*) FROM d",
-                    "SELECT lo_from_bytea(0, 'x')", f"SELECT lo_export(lo_from_bytea(0, 'x'), '{MARKER}')",
-                    "SELECT set_config('default_transaction_read_only', 'off', false)"):
+        for sql, sqlstate in (("WITH d AS (DELETE FROM rfgcpy RETURNING 1) SELECT count(*) FROM d", "25006"),
+                              ("WITH d AS (DELETE FROM rfgcpy RETURNING *) SELECT geom ~= geom FROM d", "25006"),
+                              ("SELECT lo_from_bytea(0, 'x')", "42501"),
+                              (f"SELECT lo_export(lo_from_bytea(0, 'x'), '{MARKER}')", "42501"),
+                              ("SELECT set_config('default_transaction_read_only', 'off', false)", "42501"),
+                              ("SELECT setseed(0.5)", "42501"), ("SELECT nextval(c.oid::regclass) FROM pg_class c LIMIT 1", "42501"),
+                              ("SELECT pg_logical_emit_message(false, 'txt2sql', 'x')", "42501"),
+                              ("SELECT DropGeometryTable('rfgcpy')", "42501"),
+                              ("SELECT * FROM ts_stat('SELECT 1')", "42501")):
             out = ex.run(sql)
-            assert out.status in ("exec_error", "ok"), (sql, out)
+            assert (out.status, out.sqlstate) == ("exec_error", sqlstate), (sql, out)
     finally:
         ex.close()
     assert mini_fixtures.checksums() == before
@@ -173,6 +193,13 @@ def test_writes_fail_even_if_the_guard_misses_them(mini_fixtures, monkeypatch):
     with pytest.raises(psycopg.Error):  # and a superuser-only file read fails as the reader role
         with psycopg.connect(**mini_fixtures.reader(mini_fixtures.variants("default")[0]).kwargs()) as conn:
             conn.execute("SELECT pg_read_file('/etc/passwd')")
+
+
+def guard_off(monkeypatch) -> None:
+    """Switch the first wall off, to show what the next ones do on their own."""
+    import harness.db.executor as executor
+    from harness.db.guard import Classification
+    monkeypatch.setattr(executor, "classify", lambda sql, **_: Classification(True))
 
 
 def test_deeply_nested_prediction_does_not_crash_the_pipeline(tmp_path, pg_tmp, monkeypatch):
