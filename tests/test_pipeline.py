@@ -273,7 +273,13 @@ def test_degenerate_rate_counts_flag_only_items():
 
 
 def test_one_status_vocabulary():
+    from typing import get_args
+
+    from harness.db import executor
     from harness.report import records
-    assert tuple(records.STATUSES) == tuple(Status)
+    from harness.scoring.status import STATUSES, ExecStatus
+    assert records.STATUSES is STATUSES and records.Status is Status and executor.ExecStatus is ExecStatus
+    assert STATUSES == tuple(s.value for s in Status)
+    assert set(get_args(ExecStatus)) - {"ok"} <= set(STATUSES)  # an execution's failure is the item's status
     assert "backend_error" in FLAGS
     assert all(s.style and s.color.startswith("#") for s in Status)

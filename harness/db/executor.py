@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.adapt import Loader
@@ -26,11 +26,11 @@ from psycopg.types.string import TextLoader
 
 from harness.db.guard import FunctionPolicy, classify
 from harness.db.server import ConnInfo
+from harness.scoring.status import ExecStatus  # the one status vocabulary
 
 if TYPE_CHECKING:
     from sqlglot import exp
 
-ExecStatus = Literal["ok", "exec_error", "timeout", "refused"]
 DEFAULT_ROW_CAP = 100_000
 DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
 # Bytes of a result as the server sends them (text format), counted value by value before each is
