@@ -130,12 +130,13 @@ def test_an_image_that_cannot_be_had_is_a_clear_error_and_leaves_nothing(engine)
 
 def test_cli_docker_image_option_reaches_the_server(engine, tmp_path, capsys):
     from harness import cli
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "by-district", "output": "SELECT 1"}) + "\n")
     code = cli.main(["eval", "--db", "docker", "--docker-image", "txt2sql-no-such-image:0", "--model",
-                     "replay:/nonexistent.jsonl", "--benchmark", str(REPO / "tests" / "data" / "mini"),
-                     "--out", str(tmp_path / "r"), "--no-progress"])
+                     f"replay:{preds}", "--benchmark", str(REPO / "tests" / "data" / "mini"), "--split", "test",
+                     "--out", str(tmp_path / "r"), "--no-progress", "--no-cache"])
     assert code == 2
-    err = capsys.readouterr().err
-    assert "txt2sql-no-such-image:0" in err or "nonexistent" in err
+    assert "--docker-image txt2sql-no-such-image:0: not in the engine" in capsys.readouterr().err
 
 
 def test_auto_picks_docker_when_the_engine_answers(engine, monkeypatch):
