@@ -4,27 +4,28 @@ Plots are drawn with matplotlib's object API (``Figure``: no pyplot, no global b
 fine headless) and embedded as inline SVG, each inside ``<figure class="plot" id="plot-…">``.
 SVG text is kept as text (``svg.fonttype: none``) so the browser draws it with the page's
 font fallback list, which includes the usual CJK fonts: Chinese renders wherever the viewer
-has such a font, even if the machine that wrote the report had none. Everything from a run
-(questions, SQL, model output) is HTML-escaped.
+has such a font, even if the machine that wrote the report had none. The page is a Jinja2 template
+(templates/report.html.j2) with autoescaping: everything from a run (questions, SQL, model output) is
+HTML-escaped, and shown through ``visible_text`` so that invisible or bidi characters appear as escapes.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import io
 import re
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 import matplotlib
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from harness.gate.gate import flip_counts
 from harness.report.records import (
-    ItemResult,
     Run,
-    Summary,
     benchmark_mismatch,
     compare_flips,
     status_names,
@@ -71,14 +72,6 @@ _SVG_ID = re.compile(r'\sid="([^"]+)"')
 _SVG_REF = re.compile(r'(url\(#|href="#)([^)"]+)')
 
 
-def _e(value: object) -> str:
-    return html.escape(visible_text("" if value is None else str(value)), quote=True)
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
 # ---------------------------------------------------------------- plots
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -121,13 +114,8 @@ def _prefix_ids(svg: str, prefix: str) -> str:
     return _SVG_REF.sub(ref, svg)
 
 
-def _figure(plot_id: str, caption: str, fig: Figure | None, empty: str = "no data") -> str:
-    body = _svg(fig, plot_id) if fig is not None else f'<p class="note">{_e(empty)}</p>'
-    cls = "plot" if fig is not None else "plot empty"
-    return f'<figure class="{cls}" id="{_e(plot_id)}">{body}<figcaption>{_e(caption)}</figcaption></figure>'
-
-
 def _short(label: str, width: int = 28) -> str:
+    label = visible_text(label)  # plot text is drawn by matplotlib, outside the template
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
@@ -143,7 +131,7 @@ def plot_accuracy_by_tag(runs: Sequence[Run]) -> Figure | None:
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(tags))]
         ys = [run.summary.by_tag[t].execution_accuracy if t in run.summary.by_tag else 0.0 for t in tags]
         ax.bar(xs, ys, width, label=_short(run.label), color=RUN_COLORS[k % len(RUN_COLORS)])
-    ax.set_xticks(range(len(tags)), tags, rotation=30 if len(tags) > 5 else 0, ha="right" if len(tags) > 5 else "center")
+    ax.set_xticks(range(len(tags)), [_short(t) for t in tags], rotation=30 if len(tags) > 5 else 0, ha="right" if len(tags) > 5 else "center")
     ax.set_ylim(0, 1)
     ax.set_ylabel("execution accuracy")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -210,156 +198,76 @@ def _boxes(ax, data: list[list[float]], labels: list[str]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-# ---------------------------------------------------------------- tables
+# ---------------------------------------------------------------- page
 
-def _status_badge(status: str) -> str:
-    color = STATUS_COLORS.get(status, "#999999")
-    return f'<span class="status" style="background:{color}">{_e(status)}</span>'
-
-
-def _flags(flags: Sequence[str], details: dict[str, str] | None = None) -> str:
-    details = details or {}
-    return "".join(f'<span class="flag" title="{_e(details.get(f, ""))}">{_e(f)}</span>' for f in flags)
-
-
-def _pre(text: str | None) -> str:
-    return f"<pre>{_e(text)}</pre>" if text else '<span class="note">—</span>'
-
-
-def _metrics_table(runs: Sequence[Run]) -> str:
-    head = ("<tr><th>run</th><th>benchmark / split</th><th>questions (scored)</th><th>execution accuracy</th>"
-            "<th>superset</th><th>exact match</th><th>degenerate</th><th>refused</th><th>tokens in / out</th>"
-            "<th>generation s</th><th>fixture intact</th></tr>")
-    rows = []
-    for r in runs:
-        s: Summary = r.summary
-        intact = "—" if s.fixture_intact is None else ("yes" if s.fixture_intact else "NO")
-        rows.append(
-            f"<tr><td>{_e(r.label)}</td><td>{_e(s.benchmark)} / {_e(s.split)}</td>"
-            f'<td class="num">{s.n} ({s.n_scored})</td><td class="num">{_pct(s.execution_accuracy)}</td>'
-            f'<td class="num">{_pct(s.execution_accuracy_superset)}</td><td class="num">{_pct(s.exact_match)}</td>'
-            f'<td class="num">{_pct(s.degenerate_rate)}</td><td class="num">{_pct(s.refused_rate)}</td>'
-            f'<td class="num">{s.tokens_in:,} / {s.tokens_out:,}</td>'
-            f'<td class="num">{s.generation_seconds:.1f}</td><td>{intact}</td></tr>'
-        )
-    return f'<table id="metrics" class="metrics">{head}{"".join(rows)}</table>'
-
-
-def _counts_table(table_id: str, title: str, runs: Sequence[Run], names: list[str], counts) -> str:
-    if not names:
-        return ""
-    head = f"<tr><th>{_e(title)}</th>" + "".join(f"<th>{_e(r.label)}</th>" for r in runs) + "</tr>"
-    rows = "".join(
-        f"<tr><td>{_e(n)}</td>" + "".join(f'<td class="num">{counts(r).get(n, 0)}</td>' for r in runs) + "</tr>"
-        for n in names
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=True,  # every value is HTML-escaped unless marked Markup (our CSS and matplotlib's SVG)
+        finalize=_visible,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
     )
-    return f'<table id="{table_id}">{head}{rows}</table>'
+    env.filters["visible"] = visible_text
+    return env.get_template("report.html.j2")
 
 
-def _items_table(items: Sequence[ItemResult]) -> str:
-    head = ("<tr><th>id</th><th>status</th><th>flags</th><th>tags</th><th>question</th><th>gold SQL</th>"
-            "<th>predicted SQL</th><th>error / diff</th></tr>")
-    rows = []
-    for r in items:
-        prediction = r.predicted_sql if r.predicted_sql is not None else r.raw_output
-        problem = "\n".join(x for x in (r.error, r.diff) if x)
-        rows.append(
-            f'<tr class="item {_e(r.status)}" id="q-{_e(r.id)}"><td>{_e(r.id)}</td><td>{_status_badge(r.status)}</td>'
-            f"<td>{_flags(r.flags, r.flag_details)}</td><td>{_e(', '.join(r.tags))}</td><td>{_e(r.question)}</td>"
-            f"<td>{_pre(r.gold_sql)}</td><td>{_pre(prediction)}</td><td>{_pre(problem)}</td></tr>"
-        )
-    return f'<table id="questions" class="questions">{head}{"".join(rows)}</table>'
+def _visible(value: Any) -> Any:
+    """Every text shown passes through ``visible_text``: NUL and bidi controls appear as escapes."""
+    return visible_text(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
-def _flips_table(flips: Sequence[Flip], baseline: Run, candidate: Run) -> str:
-    if not flips:
-        return '<p id="flips" class="flips">No question changed outcome between the first two runs.</p>'
-    base = {r.id: r for r in baseline.items}
-    cand = {r.id: r for r in candidate.items}
-    head = ("<tr><th>change</th><th>id</th><th>baseline → candidate</th><th>question</th><th>gold SQL</th>"
-            "<th>baseline SQL</th><th>candidate SQL</th></tr>")
-    rows = []
-    for f in flips:
-        rb, rc = base.get(f.id), cand.get(f.id)
-        rows.append(
-            f'<tr class="flip {f.change}"><td>{f.change}</td><td>{_e(f.id)}</td>'
-            f"<td>{_status_badge(f.baseline_status)} → {_status_badge(f.candidate_status)}</td>"
-            f"<td>{_e(f.question)}</td><td>{_pre(rb.gold_sql if rb else None)}</td>"
-            f"<td>{_pre(rb.predicted_sql if rb else None)}</td><td>{_pre(rc.predicted_sql if rc else None)}</td></tr>"
-        )
-    n_broken = sum(1 for f in flips if not f.fixed)
-    return (f"<p>{flip_counts(n_broken, len(flips) - n_broken)}.</p>"
-            f'<table id="flips" class="flips">{head}{"".join(rows)}</table>')
+def _figures(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    plots = (("plot-accuracy-by-tag", "Execution accuracy by tag", plot_accuracy_by_tag, "no tags in these runs"),
+             ("plot-status", "Status breakdown (share of questions)", plot_status_breakdown, "no data"),
+             ("plot-tokens", "Generated tokens per question", plot_tokens, "no data"),
+             ("plot-latency", "Latency per question", plot_latency, "no timings recorded"))
+    figures = []
+    for plot_id, caption, draw, empty in plots:
+        fig = draw(runs)
+        svg = Markup(_svg(fig, plot_id)) if fig is not None else None  # matplotlib escapes its SVG text
+        figures.append({"id": plot_id, "caption": caption, "svg": svg, "empty": empty})
+    return figures
 
 
-def _gate_section(d: GateDecision) -> str:
+def _render(title: str, shown: Sequence[Run], **context: Any) -> str:
+    return _template().render(
+        title=title, css=Markup(CSS), colors=STATUS_COLORS, figures=_figures(shown), status_names=status_names(shown),
+        flag_names=sorted({f for r in shown for f in r.summary.flag_counts}), **context) + "\n"
+
+
+def _gate_context(d: GateDecision) -> dict[str, Any]:
     cfg = d.config
-    verdict = '<span class="verdict pass">PASS</span>' if d.passed else '<span class="verdict fail">FAIL</span>'
-    reasons = "".join(
-        f'<li class="{"note" if r.startswith("note:") else "fail"}">{_e(r)}</li>' for r in d.reasons
-    )
     rows = [
         ("execution accuracy", d.baseline_accuracy, d.candidate_accuracy, f"≥ {-cfg.max_accuracy_drop * 100:+.1f} pt"),
         ("degenerate rate", d.baseline_degenerate_rate, d.candidate_degenerate_rate,
          f"≤ {cfg.max_degenerate_rise * 100:+.1f} pt"),
         ("refused rate", d.baseline_refused_rate, d.candidate_refused_rate, f"≤ {cfg.max_refused_rise * 100:+.1f} pt"),
     ]
-    table = "<tr><th></th><th>baseline</th><th>candidate</th><th>change</th><th>allowed</th></tr>" + "".join(
-        f'<tr><td>{name}</td><td class="num">{_pct(b)}</td><td class="num">{_pct(c)}</td>'
-        f'<td class="num">{(c - b) * 100:+.1f} pt</td><td class="num">{allowed}</td></tr>'
-        for name, b, c, allowed in rows
-    )
+    paired = None
     if d.paired and d.mcnemar_p is not None and d.ci_low is not None and d.ci_high is not None:
-        paired = (f"<p>Paired on {d.n_paired} questions: {flip_counts(d.mcnemar_b or 0, d.mcnemar_c or 0)}; "
+        paired = (f"Paired on {d.n_paired} questions: {flip_counts(d.mcnemar_b or 0, d.mcnemar_c or 0)}; "
                   f"exact McNemar p = {d.mcnemar_p:.3g} (alpha {cfg.alpha:g}); "
                   f"{1 - cfg.alpha:.0%} paired-bootstrap CI of the accuracy difference "
-                  f"[{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt.</p>")
-    else:
-        paired = '<p class="note">Paired test not run: no per-question results for one of the runs.</p>'
-    return (f'<section id="gate"><h2>Regression gate</h2><p>{verdict} candidate {_e(d.candidate_label)} '
-            f"vs baseline {_e(d.baseline_label)}</p><ul>{reasons}</ul>"
-            f'<table id="gate-numbers">{table}</table>{paired}</section>')
+                  f"[{d.ci_low * 100:+.1f}, {d.ci_high * 100:+.1f}] pt.")
+    return {"gate_rows": rows, "paired_text": paired}
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
-        f"<style>{CSS}</style></head><body>{body}</body></html>\n"
-    )
-
-
-def _plots(runs: Sequence[Run]) -> str:
-    return (
-        '<section id="plots"><h2>Plots</h2><div class="plots">'
-        + _figure("plot-accuracy-by-tag", "Execution accuracy by tag", plot_accuracy_by_tag(runs),
-                  "no tags in these runs")
-        + _figure("plot-status", "Status breakdown (share of questions)", plot_status_breakdown(runs))
-        + _figure("plot-tokens", "Generated tokens per question", plot_tokens(runs))
-        + _figure("plot-latency", "Latency per question", plot_latency(runs), "no timings recorded")
-        + "</div></section>"
-    )
+def _flip_rows(runs: Sequence[Run], decision: GateDecision | None) -> list[tuple[Flip, Any, Any]] | None:
+    flips = compare_flips(runs, decision) if len(runs) >= 2 else None
+    if flips is None:
+        return None
+    base = {r.id: r for r in runs[0].items}
+    cand = {r.id: r for r in runs[1].items}
+    return [(f, base.get(f.id), cand.get(f.id)) for f in flips]
 
 
 # ---------------------------------------------------------------- public
 
 def render_run_html(run: Run) -> str:
     """One run: metrics, plots (status, accuracy by tag, tokens, latency) and every question."""
-    s = run.summary
-    body = (
-        f"<h1>txt2sql: {_e(s.model)} on {_e(s.benchmark)}/{_e(s.split)}</h1>"
-        f'<p id="run-info">ran: {_e(s.run.describe())}</p>'
-        f'<p class="note">benchmark sha256 {_e(s.benchmark_sha256 or "(none)")}'
-        + (f"; written {_e(s.created_at)}" if s.created_at else "") + "</p>"
-        + _metrics_table([run])
-        + _plots([run])
-        + "<h2>Status and flags</h2>"
-        + _counts_table("status-counts", "status", [run], status_names([run]), lambda r: r.summary.status_counts)
-        + _counts_table("flag-counts", "flag", [run], sorted(s.flag_counts), lambda r: r.summary.flag_counts)
-        + f"<h2>Questions ({len(run.items)})</h2>"
-        + (_items_table(run.items) if run.items else '<p class="note">No per-question results (summary only).</p>')
-    )
-    return _page(f"txt2sql: {s.model}", body)
+    return _render(f"txt2sql: {run.summary.model}", [run], run=run)
 
 
 def render_compare_html(runs: Sequence[Run], decision: GateDecision | None = None) -> str:
@@ -371,24 +279,8 @@ def render_compare_html(runs: Sequence[Run], decision: GateDecision | None = Non
     """
     if not runs:
         raise ValueError("render_compare_html needs at least one run")
-    warning = benchmark_mismatch(runs)
-    body = "<h1>txt2sql comparison</h1>"
-    if warning:
-        body += f'<p class="warning">{_e(warning)}</p>'
-    body += _metrics_table(runs)
-    if decision is not None:
-        body += _gate_section(decision)
-    body += _plots(runs)
-    body += "<h2>Status breakdown</h2>" + _counts_table(
-        "status-counts", "status", runs, status_names(runs), lambda r: r.summary.status_counts)
-    flag_names = sorted({f for r in runs for f in r.summary.flag_counts})
-    body += _counts_table("flag-counts", "flag", runs, flag_names, lambda r: r.summary.flag_counts)
-    if len(runs) >= 2:
-        body += f'<section id="flips-section"><h2>Flips: {_e(runs[0].label)} → {_e(runs[1].label)}</h2>'
-        flips = compare_flips(runs, decision)
-        if flips is None:
-            body += '<p id="flips" class="note">Not available: per-question results are missing for one of the runs.</p>'
-        else:
-            body += _flips_table(flips, runs[0], runs[1])
-        body += "</section>"
-    return _page("txt2sql comparison", body)
+    flips = _flip_rows(runs, decision)
+    n_broken = sum(1 for f, _, _ in flips or () if not f.fixed)
+    return _render("txt2sql comparison", runs, runs=runs, decision=decision, warning=benchmark_mismatch(runs),
+                   flips=flips, flip_counts=flip_counts(n_broken, len(flips or ()) - n_broken),
+                   **(_gate_context(decision) if decision is not None else {"gate_rows": [], "paired_text": None}))

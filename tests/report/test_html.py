@@ -112,12 +112,12 @@ def test_compare_html_has_plots_and_flips(compare_html: str, base_run: Run, tune
 def test_html_is_self_contained_and_escaped(compare_html: str, base_run: Run) -> None:
     assert_self_contained(compare_html)
     assert "<script>alert" not in compare_html
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; 西湖区 | 有多少 &amp; 个公园？" in compare_html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; 西湖区 | 有多少 &amp; 个公园？" in compare_html
     run_html = render_run_html(base_run)
     assert_self_contained(run_html)
     assert "<script>alert" not in run_html
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; 西湖区 | 有多少 &amp; 个公园？" in run_html
-    assert "SELECT &#x27;&lt;b&gt;&#x27; || name FROM poi WHERE a &lt; 3 AND b &gt; 2;" in run_html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; 西湖区 | 有多少 &amp; 个公园？" in run_html
+    assert "SELECT &#39;&lt;b&gt;&#39; || name FROM poi WHERE a &lt; 3 AND b &gt; 2;" in run_html
 
 
 def test_svg_ids_do_not_collide_between_plots(compare_html: str) -> None:
@@ -211,3 +211,17 @@ def test_chromium_screenshot_shows_the_plots(compare_file: Path, tmp_path: Path)
         rgb = np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
         count = int((np.abs(pixels - rgb) < 0.03).all(axis=-1).sum())
         assert count > 2_000, f"{name} not visible in the screenshot ({count} pixels of {color})"
+
+
+def test_model_output_cannot_reach_the_page_unescaped(tmp_path) -> None:
+    """Every field a model or benchmark writes goes through the autoescaping template, flags and
+    error details included, and invisible characters come out as escapes."""
+    from tests.runbuilder import item
+    hostile = '"><img src=x onerror=alert(1)><script>x</script>\u202e\x00'
+    r = item(1, "wrong_result", question=hostile, predicted_sql=hostile, flags=("unknown_column",))
+    r = r.__class__(**{**r.__dict__, "raw_output": hostile, "error": hostile, "diff": hostile,
+                       "flag_details": {"unknown_column": hostile}, "tags": (hostile,)})
+    page = render_run_html(make_run([r], model=hostile, path=str(tmp_path / "run")))
+    assert "<script>x" not in page and "<img" not in page and '"><img' not in page
+    assert "\u202e" not in page and "\x00" not in page
+    assert "\\u202e" in page and "\\x00" in page
