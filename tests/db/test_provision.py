@@ -87,10 +87,17 @@ def _cluster_dirs(base) -> list:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_local_cluster_is_torn_down_on_signal(tmp_path, sig):
-    """Ctrl-C (SIGINT) and SIGTERM stop the server and delete its directory: no orphan servers."""
+    """Ctrl-C (SIGINT) and SIGTERM stop the server and delete its directory: no orphan servers.
+
+    The child first sets the dispositions an interactive launch gives (Python's KeyboardInterrupt for
+    SIGINT, the default for SIGTERM): a child inherits ignored signals, and pytest started in the
+    background of a non-interactive shell runs with SIGINT ignored."""
     base = Path(tempfile.mkdtemp(prefix="txt2sql-test-", dir="/tmp"))  # reachable by the postgres user
     os.chmod(base, 0o777)
-    code = ("import time; from harness.db.local import LocalCluster\n"
+    code = ("import signal, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "from harness.db.local import LocalCluster\n"
             "with LocalCluster() as s:\n    print('ready', flush=True)\n    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, TXT2SQL_TMPDIR=str(base)))
