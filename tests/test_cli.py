@@ -127,7 +127,7 @@ def test_eval_records_and_shows_what_it_ran(tmp_path, capsys) -> None:
                  "--no-progress", "--max-new-tokens", "64", "--batch-size", "3"])
     assert code == 0
     run = json.loads((out / "summary.json").read_text(encoding="utf-8"))["run"]
-    assert (run["model_name"], run["backend"], run["template"]) == (str(preds), "replay", "seed-zh")
+    assert (run["model"]["name"], run["model"]["backend"], run["template"]) == (str(preds), "replay", "seed-zh")
     assert (run["max_new_tokens"], run["batch_size"], run["greedy"]) == (64, 3, True)
     assert run["harness_version"] and run["git_commit"] and len(run["git_commit"].split("+")[0]) == 40
     console = " ".join(capsys.readouterr().out.split())

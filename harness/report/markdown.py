@@ -8,17 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from harness.gate.gate import flip_counts
-from harness.report.records import (
-    Run,
-    benchmark_mismatch,
-    compare_flips,
-    describe,
-    status_names,
-    tag_names,
-    timing_keys,
-    timings,
-    tokens_out,
-)
+from harness.report import records
+from harness.report.records import Run
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
@@ -119,7 +110,7 @@ def render_compare_markdown(runs: Sequence[Run], decision: GateDecision | None =
     if not runs:
         raise ValueError("render_compare_markdown needs at least one run")
     lines = ["## txt2sql comparison", ""]
-    warning = benchmark_mismatch(runs)
+    warning = records.benchmark_mismatch(runs)
     if warning:
         lines += [f"> ⚠️ {_cell(warning)}", ""]
     lines += _metrics_section(runs)
@@ -127,7 +118,7 @@ def render_compare_markdown(runs: Sequence[Run], decision: GateDecision | None =
         lines += render_gate_markdown(decision)
     lines += _tags_section(runs) + _status_section(runs) + _distribution_section(runs)
     if len(runs) >= 2:
-        flips = compare_flips(runs, decision)
+        flips = records.compare_flips(runs, decision)
         lines += [f"### Flips: {_cell(runs[0].label)} → {_cell(runs[1].label)}", ""]
         if flips is None:
             lines += ["Not available: per-question results are missing for one of the runs.", ""]
@@ -147,7 +138,7 @@ def _metrics_section(runs: Sequence[Run]) -> list[str]:
 
 
 def _tags_section(runs: Sequence[Run]) -> list[str]:
-    tags = tag_names(runs)
+    tags = records.tag_names(runs)
     if not tags:
         return []
     rows = []
@@ -158,7 +149,7 @@ def _tags_section(runs: Sequence[Run]) -> list[str]:
 
 
 def _status_section(runs: Sequence[Run]) -> list[str]:
-    statuses = status_names(runs)
+    statuses = records.status_names(runs)
     if not statuses:
         return []
     rows = [[s, *[str(r.summary.status_counts.get(s, 0)) for r in runs]] for s in statuses]
@@ -168,10 +159,10 @@ def _status_section(runs: Sequence[Run]) -> list[str]:
 def _distribution_section(runs: Sequence[Run]) -> list[str]:
     rows = []
     for run in runs:
-        series = [("tokens out", tokens_out(run), "{:.0f}")]
-        series += [(f"{k} s", timings(run, k), "{:.3f}") for k in timing_keys(runs)]
+        series = [("tokens out", records.tokens_out(run), "{:.0f}")]
+        series += [(f"{k} s", records.timings(run, k), "{:.3f}") for k in records.timing_keys(runs)]
         for name, values, fmt in series:
-            stats = describe(values)
+            stats = records.describe(values)
             if stats is not None:
                 rows.append([run.label, name, *[fmt.format(v) for v in stats]])
     if not rows:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.errors import RunFileError
+from harness.models.base import ModelInfo
 from harness.scoring.status import STATUSES, Status  # noqa: F401  (the one status vocabulary; STATUSES re-exported)
 
 if TYPE_CHECKING:
     from harness.gate.gate import Flip, GateDecision
-    from harness.models.base import GenerationConfig, ModelInfo
+    from harness.models.base import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,7 @@ class RunInfo:
     """What a run ran, so that a reader of summary.json can tell and redo it (as lm-eval records its
     model arguments and generation settings). Shown in the console and HTML headers."""
 
-    model_name: str = ""  # the model's own name: SmolLM2-135M-Instruct, not the spec ``embedded``
-    backend: str = ""
-    dtype: str | None = None
-    adapter: str | None = None
-    adapter_base: str | None = None
+    model: ModelInfo = field(default_factory=lambda: ModelInfo("", ""))  # its own name, not the spec
     template: str = ""
     max_new_tokens: int = 0
     batch_size: int | str = 0
@@ -84,25 +81,24 @@ class RunInfo:
     def describe(self) -> str:
         """One line for headers.
 
-        >>> RunInfo("SmolLM2-135M-Instruct", "embedded", "bfloat16", template="seed-zh", max_new_tokens=256,
-        ...         batch_size=8, harness_version="0.1.0", git_commit="0123456789ab").describe()
+        >>> RunInfo(ModelInfo("SmolLM2-135M-Instruct", "embedded", "bfloat16"), template="seed-zh",
+        ...         max_new_tokens=256, batch_size=8, harness_version="0.1.0", git_commit="0123456789ab").describe()
         'SmolLM2-135M-Instruct (embedded, bfloat16), template seed-zh, greedy, max 256 new tokens, batch 8; txt2sql 0.1.0 0123456789ab'
         """
-        if not self.model_name:
+        m = self.model
+        if not m.name:
             return "not recorded (a run written before txt2sql recorded its settings)"
-        what = ", ".join(x for x in (self.backend, self.dtype) if x)
-        adapter = f" + adapter {self.adapter} on {self.adapter_base}" if self.adapter else ""
+        what = ", ".join(x for x in (m.backend, m.dtype) if x)
+        adapter = f" + adapter {m.adapter} on {m.adapter_base}" if m.adapter else ""
         decoding = "greedy" if self.greedy else "sampled"
-        return (f"{self.model_name} ({what}){adapter}, template {self.template or '-'}, {decoding}, "
+        return (f"{m.name} ({what}){adapter}, template {self.template or '-'}, {decoding}, "
                 f"max {self.max_new_tokens} new tokens, batch {self.batch_size}; "
                 f"txt2sql {self.harness_version or '?'} {self.git_commit or '(no git checkout)'}")
 
 
 def run_info(model: ModelInfo, template: str, generation: GenerationConfig) -> RunInfo:
     """The record of a run from its model's description, template and generation settings."""
-    return RunInfo(model_name=model.name, backend=model.backend, dtype=model.dtype, adapter=model.adapter,
-                   adapter_base=model.adapter_base, template=template,
-                   max_new_tokens=generation.max_new_tokens, batch_size=generation.batch_size,
+    return RunInfo(model=model, template=template, max_new_tokens=generation.max_new_tokens, batch_size=generation.batch_size,
                    greedy=generation.temperature == 0, harness_version=_harness_version(),
                    git_commit=_git_commit())
 
@@ -172,13 +168,17 @@ class Summary:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["by_tag"] = {t: TagScore(**s) for t, s in (kwargs.get("by_tag") or {}).items()}
-        run = kwargs.get("run") or {}
-        kwargs["run"] = RunInfo(**{k: v for k, v in run.items() if k in RunInfo.__dataclass_fields__})
+        run = {k: v for k, v in (kwargs.get("run") or {}).items() if k in RunInfo.__dataclass_fields__}
+        model = run.get("model") or {}
+        run["model"] = ModelInfo(**{k: v for k, v in model.items() if k in ModelInfo.__dataclass_fields__})
+        kwargs["run"] = RunInfo(**run)
         return cls(**kwargs)
 
 
 @dataclass(frozen=True)
 class Run:
+    """A run read back (or just finished): its directory, summary and per-question results."""
+
     path: Path
     summary: Summary
     items: tuple[ItemResult, ...]
