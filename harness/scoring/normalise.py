@@ -121,8 +121,8 @@ def canonical_value(value: Any, pg_type: str = "") -> Any:
     """
     if value is None:
         return None
-    if pg_type in JSON_TYPES:
-        return json_value(value)
+    if pg_type in JSON_TYPES:  # the executor delivers JSON as text; a list is a json[]/jsonb[] array
+        return _array(value, pg_type, 1) if isinstance(value, list) else json_value(value)
     if pg_type.startswith("_"):
         return _array(value, pg_type[1:], 1)
     plain = _plain(value)
