@@ -192,3 +192,14 @@ def test_no_container_is_left(engine, how):
         ps = subprocess.run(["podman", "ps", "-a", "--filter", f"label={OWNER_LABEL}={owner}", "-q"],
                             capture_output=True, text=True)
         assert ps.returncode == 0 and ps.stdout.strip() == ""
+
+
+def test_container_engine_script_changes_nothing_where_an_engine_answers(engine):
+    conf = Path("/etc/containers/containers.conf")
+    before = conf.read_bytes() if conf.exists() else None
+    proc = subprocess.run(["bash", "scripts/container-engine.sh"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"export DOCKER_HOST={os.environ['DOCKER_HOST']}\n"
+    assert "nothing to do" in proc.stderr
+    assert (conf.read_bytes() if conf.exists() else None) == before
