@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from harness.benchmark.loader import load_benchmark
 from harness.errors import BenchmarkError, OutputDirError, PredictionsError
+from harness.models.base import FinishReason
 from harness.models.replay import read_predictions
 from harness.pipeline import EvalConfig, evaluate
 from harness.sql.extract import Extracted, extract_sql
@@ -87,17 +89,25 @@ def _read_or_predictions_error(path: Path, content: bytes) -> None:
         assert str(exc).startswith(str(path)), exc
 
 
-well_typed_predictions = st.lists(
+valid_predictions = st.lists(
     st.fixed_dictionaries({"id": st.text(max_size=5) | st.integers(), "output": st.text(max_size=40)},
-                          optional={"finish_reason": st.text(max_size=8) | st.sampled_from(["stop", "length"]),
-                                    "tokens_in": st.integers(0, 10**6), "extra": json_values}),
-    max_size=5).map(lambda objs: "\n".join(json.dumps(o, ensure_ascii=False) for o in objs).encode("utf-8"))
+                          optional={"finish_reason": st.sampled_from(sorted(get_args(FinishReason))),
+                                    "tokens_in": st.integers(0, 10**6), "tokens_out": st.none() | st.integers(0, 99),
+                                    "extra": json_values}),
+    max_size=5, unique_by=lambda o: str(o["id"]))
 
 
 @FUZZ
-@given(content=well_typed_predictions)
-def test_predictions_reader_fuzzed_well_typed_lines_read_or_raise(bench_dir, content):
-    _read_or_predictions_error(bench_dir / "pred.jsonl", content)
+@given(objs=valid_predictions)
+@example(objs=[{"id": 1, "output": "SELECT 1;\u2028 -- a line separator inside the output"}])
+def test_predictions_reader_reads_every_valid_file(bench_dir, objs):
+    """Valid input (unique ids, string outputs, a known finish_reason, non-negative counts, any extra
+    keys) always reads, and reads back exactly what was written: no error is acceptable here."""
+    path = bench_dir / "pred.jsonl"
+    path.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs), encoding="utf-8")
+    got = read_predictions(path)
+    assert {k: g.text for k, g in got.items()} == {str(o["id"]): o["output"] for o in objs}
+    assert all(got[str(o["id"])].finish_reason == o.get("finish_reason", "stop") for o in objs)
 
 
 @FUZZ
@@ -202,13 +212,11 @@ def test_two_concurrent_evaluations_do_not_collide(tmp_path, pg_tmp, predictions
 
 
 def test_lone_surrogate_in_a_prediction_is_an_error_not_a_crash(tmp_path, pg_tmp, monkeypatch):
+    """JSON allows "\\ud800", UTF-8 does not: the predictions reader refuses it, naming file, line and
+    field, before anything runs (the executor's own exec_error for it is in hostile.tsv)."""
     monkeypatch.setenv("TXT2SQL_TMPDIR", str(pg_tmp))
     pred = tmp_path / "pred.jsonl"
     pred.write_text('{"id": "names", "output": "SELECT name FROM rfgcpy WHERE ssqx = \'\\ud800\'"}\n', encoding="utf-8")
-    from harness.errors import Txt2SqlError
-    try:
-        result = evaluate(EvalConfig(benchmark=MINI, model=f"replay:{pred}", db="local", out=tmp_path / "run",
-                                     use_cache=False, progress=False, ids=frozenset({"names"})))
-    except Txt2SqlError:
-        return  # a clear error naming the file is fine
-    assert result.items[0].status == "exec_error"
+    with pytest.raises(PredictionsError, match=r"pred.jsonl:1: field 'output'.*lone surrogate"):
+        evaluate(EvalConfig(benchmark=MINI, model=f"replay:{pred}", db="local", out=tmp_path / "run",
+                            use_cache=False, progress=False, ids=frozenset({"names"})))
