@@ -14,11 +14,10 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 say() { echo "container-engine: $*" >&2; }
 
-if [ "$(id -u)" -eq 0 ]; then
-  SOCK=/run/podman/podman.sock
-else
-  SOCK="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/podman/podman.sock"
-fi
+# podman's rootful service (rootless podman needs subordinate ids and a login session that CI machines
+# lack); an ordinary user (with sudo) gets the socket, as Docker's `docker` group would give it.
+SOCK=/run/podman/podman.sock
+ROOTLESS="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/podman/podman.sock"
 
 # GET /_ping on a unix socket (python3's standard library: no curl needed)
 answers() {
@@ -36,7 +35,7 @@ PY
 }
 
 # 1. an engine that already answers: nothing to do
-for host in "${DOCKER_HOST:-}" unix:///var/run/docker.sock "unix://$SOCK"; do
+for host in "${DOCKER_HOST:-}" unix:///var/run/docker.sock "unix://$SOCK" "unix://$ROOTLESS"; do
   case "$host" in
     unix://*)
       if [ -S "${host#unix://}" ] && answers "${host#unix://}"; then
@@ -82,13 +81,21 @@ set_key engine cgroup_manager '"cgroupfs"'
 
 # 4. podman's Docker API service, detached from this shell
 if ! answers "$SOCK"; then
-  mkdir -p "$(dirname "$SOCK")"
-  LOG="$(dirname "$SOCK")/service.log"
-  say "starting podman system service on unix://$SOCK (log: $LOG)"
-  setsid nohup podman system service --time=0 "unix://$SOCK" >"$LOG" 2>&1 < /dev/null &
+  LOG=/run/podman/service.log
+  if ! $SUDO test -S "$SOCK"; then
+    say "starting podman system service on unix://$SOCK (log: $LOG)"
+    $SUDO mkdir -p /run/podman
+    $SUDO setsid sh -c "nohup podman system service --time=0 unix://$SOCK >$LOG 2>&1 </dev/null &"
+    for _ in $(seq 1 50); do $SUDO test -S "$SOCK" && break; sleep 0.2; done
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "giving $(id -un) the socket $SOCK"
+    $SUDO chmod 711 /run/podman
+    $SUDO chown "$(id -u)" "$SOCK"
+  fi
   for _ in $(seq 1 50); do answers "$SOCK" && break; sleep 0.2; done
   if ! answers "$SOCK"; then
-    say "podman's service did not answer on $SOCK; its log:"; tail -20 "$LOG" >&2 || true
+    say "podman's service did not answer on $SOCK; its log:"; $SUDO tail -20 "$LOG" >&2 || true
     exit 1
   fi
 fi
