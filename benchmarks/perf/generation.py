@@ -1,24 +1,42 @@
-"""Measure the hf backend's load time, throughput and peak GPU memory on a random-init model of a real
-model's shape (no model hub needed): the figures the README quotes for bf16 and 8-bit.
+"""Generation throughput as an evaluation sees it, on a random-init model of a real model's shape (no model
+hub needed), with plain ``model.generate`` on the same workload in the same process as the anchor.
 
-    python benchmarks/perf/generation.py --shape codellama-13b --modes 8bit,bf16 --out figures.jsonl
+    python benchmarks/perf/generation.py --shape codellama-13b --modes bf16,8bit,4bit --out gen.jsonl
 
-On the CPU, `--shape smollm2-135m --modes bf16 --batches 1,8` measures a model of the embedded model's shape.
+The workload is the bundled benchmark's: prompt lengths and stop lengths are drawn (with replacement, the
+pair of one question together) from ``hangzhou_lengths.json``: the token lengths of the 167 test prompts
+and of their gold SQL + 1. Random weights never stop by themselves, so a logits hook forces EOS after the
+row's stop length, and a pseudo-random word of (item, position) before it, on both paths: both write the
+same tokens, early-stopping rows are part of the measurement, and no row loops. The harness's stop checks (statement end, fence, loop) run as in an evaluation.
 
-Each mode prints (and appends to --out) one JSON line as soon as it is measured. Outputs of random
-weights are meaningless; stopping on ';' and loops is switched off so every item generates
-``--max-new-tokens`` tokens and tokens/s compares like with like.
+One JSON line per setting (path x mode x batch), printed and appended to --out as soon as measured:
+
+* ``useful_tok_s``: tokens before each row's stop, over generation wall time;
+* ``ms_per_step``: wall time over decoding steps (the engine's own count; ``generate``: each batch's
+  longest row);
+* ``peak_gib``: peak GPU memory allocated during the setting;
+* ``floor_tok_s`` and ``x_off_floor``: the bandwidth floor at that batch, (weight bytes + KV bytes read
+  per step) / the copy bandwidth measured at the start of the run, and how far the setting is from it.
+
+``--smoke`` runs the whole thing on the CPU with a tiny shape in seconds (CI runs it:
+tests/perf/test_generation_bench.py). Needs torch, transformers and (for 8bit/4bit) bitsandbytes only:
+no sqlglot, no psycopg. ``--write-lengths`` regenerates the lengths file (needs the embedded model's
+package and the harness's loaders).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import shutil
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.models.base import BackendOptions, GenerationConfig, Prompt
 
@@ -28,10 +46,47 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
     "smollm2-135m": (576, 1536, 30, 9, 3, 49152),
     "tiny": (64, 128, 2, 2, 2, 1000),
 }
+LENGTHS = Path(__file__).with_name("hangzhou_lengths.json")
+EOS = 2
 
 
-def build(shape: str, path: Path) -> None:
-    """Random-init Llama of the given shape saved in bf16, with a word-level tokenizer of its vocabulary."""
+@dataclass(frozen=True)
+class Workload:
+    prompts: list[Prompt]
+    stops: list[int]  # tokens each row generates, EOS included
+
+    @property
+    def useful(self) -> int:
+        return sum(self.stops)
+
+
+def workload(items: int, vocab: int, seed: int = 0) -> Workload:
+    """``items`` (prompt, stop) length pairs drawn from the bundled benchmark, as random-word prompts of
+    exactly that many tokens (the word-level tokenizer of ``build`` adds no BOS)."""
+    data = json.loads(LENGTHS.read_text())
+    rng = random.Random(seed)
+    pairs = [rng.randrange(len(data["prompt_tokens"])) for _ in range(items)]
+    prompts = [Prompt(str(i), " ".join(f"w{rng.randrange(3, vocab)}" for _ in range(data["prompt_tokens"][j])))
+               for i, j in enumerate(pairs)]
+    return Workload(prompts, [data["stop_tokens"][j] for j in pairs])
+
+
+def force(scores: Any, stops: Any, counts: Any, items: Any) -> Any:
+    """The token each row must choose: EOS at its stop length, before it a pseudo-random word that depends
+    only on (item, position), so both paths write the same tokens and no row loops (random weights tend
+    to repeat one token, which the loop check would stop early; never forbidding EOS could not either)."""
+    import torch
+
+    big = torch.finfo(scores.dtype).max
+    vocab = scores.shape[1]
+    word = (items * 7919 + counts * 104729 + 12345) % (vocab - 3) + 3
+    choice = torch.where(counts + 1 >= stops, torch.full_like(word, EOS), word)
+    scores.scatter_(1, choice[:, None], big)
+    return scores
+
+
+def build(shape: str, device: str) -> tuple[Any, Any]:
+    """Random-init Llama of the given shape in bf16 on ``device``, with a word-level tokenizer."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -39,8 +94,8 @@ def build(shape: str, path: Path) -> None:
     hidden, inter, layers, heads, kv, vocab = SHAPES[shape]
     cfg = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
-                      max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, dtype="bfloat16")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+                      max_position_embeddings=4096, bos_token_id=1, eos_token_id=EOS, pad_token_id=0,
+                      dtype="bfloat16")
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)  # initialise in bf16: half the memory and time
     try:
@@ -48,90 +103,265 @@ def build(shape: str, path: Path) -> None:
             model = LlamaForCausalLM(cfg)
     finally:
         torch.set_default_dtype(torch.float32)
-    model.save_pretrained(path)
-    del model
-    words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(3, vocab)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    words = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(3, vocab)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(path)
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<pad>", pad_token="<pad>")
+    return model.eval(), tokenizer
 
 
-def measure(path: Path, mode: str, prompt_tokens: int, max_new: int, batches: list[int]) -> dict:
+def copy_bandwidth(device: str) -> float:
+    """Bytes per second of a device-to-device copy (read + write counted), the floor's denominator."""
     import torch
 
-    from harness.models.hf import load_hf_backend
+    n = (1 << 30) if device == "cuda" else (1 << 26)
+    src = torch.empty(n // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    _sync(device)
+    return 2 * n * reps / (time.perf_counter() - t0)
 
-    options = BackendOptions(dtype="bf16", quantize=None if mode == "bf16" else mode)
-    cuda = torch.cuda.is_available()
-    if cuda:
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def weight_bytes(model: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def floor(model: Any, batch: int, work: Workload, bandwidth: float) -> dict[str, float]:
+    """Tokens/s at the bandwidth floor with ``batch`` rows decoding: each step reads the weights once and
+    every row's KV cache (its prompt plus, on average, half its output)."""
+    import torch
+
+    from harness.models.engine import kv_bytes_per_token
+
+    dtype_bytes = torch.finfo(model.dtype).bits // 8
+    context = statistics.mean(len(p.text.split()) + s / 2 for p, s in zip(work.prompts, work.stops, strict=True))
+    step_bytes = weight_bytes(model) + batch * context * kv_bytes_per_token(model.config, dtype_bytes)
+    step_s = step_bytes / bandwidth
+    return {"floor_ms_per_step": round(step_s * 1e3, 3), "floor_tok_s": round(batch / step_s, 1)}
+
+
+def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
+    import torch
+
+    device = backend.model.device
+    stops = torch.tensor(work.stops, device=device)
+    backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
+    config = GenerationConfig(max_new_tokens=max_new, batch_size=batch)
+    t0 = time.perf_counter()
+    gens = backend.generate(work.prompts, config)
+    _sync(device.type)
+    wall = time.perf_counter() - t0
+    backend.logits_hook = None
+    exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
+    return {"wall_s": wall, "steps": backend.last_run["steps"], "batch": backend.last_run["slots"],
+            "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
+
+
+def run_generate(model: Any, tokenizer: Any, work: Workload, batch: int, max_new: int,
+                 static: bool = False) -> dict[str, Any]:
+    """Plain ``model.generate`` on the same prompts: sorted longest first, left-padded batches."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class ForceStop(LogitsProcessor):
+        def __init__(self, items: list[int], width: int) -> None:
+            self.items = torch.tensor(items, device=model.device)
+            self.stops = torch.tensor([work.stops[i] for i in items], device=model.device)
+            self.width = width
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            counts = torch.full_like(self.items, input_ids.shape[1] - self.width)
+            return force(scores, self.stops, counts, self.items)
+
+    order = sorted(range(len(work.prompts)), key=lambda i: -len(work.prompts[i].text.split()))
+    extra = {"cache_implementation": "static"} if static else {}
+    steps, t0 = 0, time.perf_counter()
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        enc = tokenizer([work.prompts[i].text for i in idx], return_tensors="pt", padding=True,
+                        padding_side="left").to(model.device)
+        with torch.inference_mode():
+            model.generate(**enc, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None,
+                           top_k=None, pad_token_id=0, eos_token_id=EOS,
+                           logits_processor=LogitsProcessorList([ForceStop(idx, enc["input_ids"].shape[1])]),
+                           **extra)
+        steps += max(work.stops[i] for i in idx)
+    _sync(model.device.type)
+    return {"wall_s": time.perf_counter() - t0, "steps": steps, "batch": batch}
+
+
+def settle(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    backend = load_hf_backend(str(path), options)
-    row: dict = {"mode": mode, "load_s": round(time.perf_counter() - t0, 1)}
-    if cuda:
-        row["weights_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
-    vocab = backend.model.config.vocab_size
-    rng = random.Random(0)
-    for bs in batches:
-        prompts = [Prompt(str(i), " ".join(f"w{rng.randrange(3, vocab)}" for _ in range(prompt_tokens)))
-                   for i in range(bs)]
-        config = GenerationConfig(max_new_tokens=max_new, batch_size=bs, stop_at_statement_end=False,
-                                  stop_on_loop=False)
-        backend.generate(prompts[:1], GenerationConfig(max_new_tokens=4, batch_size=1))  # warm-up
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        gens = backend.generate(prompts, config)
-        if cuda:
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        out = sum(g.tokens_out for g in gens)
-        row[f"bs{bs}_tok_s"] = round(out / dt, 1)
-        row[f"bs{bs}_s"] = round(dt, 2)
-        if cuda:
-            row[f"bs{bs}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    row.update(prompt_tokens=prompt_tokens, max_new_tokens=max_new, device=torch.cuda.get_device_name()
-               if cuda else "cpu", torch=torch.__version__)
-    backend.close()
-    del backend
-    return row
+
+
+def measure(row: dict[str, Any], fn: Any, work: Workload, model: Any, bandwidth: float) -> dict[str, Any]:
+    import torch
+
+    device = model.device.type
+    settle(device)
+    try:
+        got = fn()
+    except Exception as exc:  # report and go on with the next setting
+        return {**row, "error": f"{type(exc).__name__}: {exc}"[:400]}
+    out = {**row, **got, "useful_tokens": work.useful, "useful_tok_s": round(work.useful / got["wall_s"], 1),
+           "ms_per_step": round(1e3 * got["wall_s"] / max(1, got["steps"]), 2), "wall_s": round(got["wall_s"], 2)}
+    if device == "cuda":
+        out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    out.update(floor(model, out["batch"], work, bandwidth))
+    out["x_off_floor"] = round(out["floor_tok_s"] / out["useful_tok_s"], 2)
+    return out
+
+
+def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tuple[Any, Any] | None) -> Any:
+    """The harness backend for a mode: bf16 wraps the built model; 8bit/4bit load the saved copy through
+    the harness's own loader (BitsAndBytesConfig)."""
+    from harness.models.hf import HFBackend, load_hf_backend
+
+    if mode == "bf16" and built is not None:
+        return HFBackend(built[0], built[1], spec=f"random:{shape}", fingerprint="random")
+    return load_hf_backend(str(saved), BackendOptions(dtype="bf16", quantize=mode))
+
+
+def warm_up(backend: Any, work: Workload) -> None:
+    short = Workload(work.prompts[:2], [4, 4])
+    run_harness(backend, short, 2, 8)
+    run_generate(backend.model, backend.tokenizer, short, 2, 8)
+
+
+def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, bandwidth: float,
+               emit: Any) -> None:
+    base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
+    warm_up(backend, work)
+    model, tok = backend.model, backend.tokenizer
+    for batch_spec in args.batches.split(","):
+        asked = 0 if batch_spec == "auto" else int(batch_spec)
+        row = measure({**base, "path": "harness", "batch_asked": batch_spec},
+                      lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, bandwidth)
+        emit(row)
+        batch = int(row.get("batch") or asked or 8)
+        emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
+                     lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens), work, model, bandwidth))
+        if args.compile:
+            emit(measure({**base, "path": "harness+compile", "batch_asked": batch_spec},
+                         lambda a=asked: _compiled(backend, work, a, args.max_new_tokens), work, model, bandwidth))
+            emit(measure({**base, "path": "generate+static", "batch_asked": batch_spec},
+                         lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens, static=True),
+                         work, model, bandwidth))
+
+
+def _compiled(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
+    backend.compile = True
+    try:
+        run_harness(backend, Workload(work.prompts[:4], [6, 6, 6, 6]), 4, 8)  # compile outside the timing
+        return run_harness(backend, work, batch, max_new)
+    finally:
+        backend.compile = False
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="codellama-13b")
-    ap.add_argument("--modes", default="bf16,8bit", help="comma-separated: bf16, 8bit, 4bit")
-    ap.add_argument("--prompt-tokens", type=int, default=512)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--workdir", default=None, help="where the random model is written (default: a tmp dir)")
+    ap.add_argument("--modes", default="bf16,8bit,4bit", help="comma-separated: bf16, 8bit, 4bit")
+    ap.add_argument("--items", type=int, default=167, help="questions drawn (default: the benchmark's 167)")
+    ap.add_argument("--batches", default="auto", help="comma-separated: auto and/or numbers (default auto)")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="the CLI default; rows stop before it")
+    ap.add_argument("--compile", action="store_true", help="also measure --compile and generate's static cache")
+    ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--smoke", action="store_true", help="tiny shape, 12 items, bf16, on the CPU, in seconds")
+    ap.add_argument("--write-lengths", action="store_true", help="regenerate hangzhou_lengths.json and exit")
     args = ap.parse_args(argv)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-measure-"))
+    if args.write_lengths:
+        return write_lengths()
+    if args.smoke:
+        import torch
+
+        torch.set_num_threads(1)
+        args.shape, args.modes, args.items, args.batches = "tiny", "bf16", 8, "auto,3"
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+
+    def emit(row: dict[str, Any]) -> None:
+        line = json.dumps(row)
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+
     t0 = time.perf_counter()
-    build(args.shape, work)
-    print(json.dumps({"shape": args.shape, "build_s": round(time.perf_counter() - t0, 1)}), flush=True)
+    built: tuple[Any, Any] | None = build(args.shape, device)
+    bandwidth = copy_bandwidth(device)
+    modes = [m.strip() for m in args.modes.split(",")]
+    work = workload(args.items, SHAPES[args.shape][5])
+    work_dir = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-gen-"))
+    saved = None
+    if any(m != "bf16" for m in modes):
+        built[0].save_pretrained(work_dir)  # type: ignore[index]
+        built[1].save_pretrained(work_dir)  # type: ignore[index]
+        saved = work_dir
+    emit({"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+          "torch": torch.__version__, "copy_gb_s": round(bandwidth / 1e9, 1), "build_s": round(time.perf_counter() - t0, 1),
+          "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
     try:
-        for mode in args.modes.split(","):
-            try:
-                row = {"shape": args.shape, **measure(work, mode.strip(), args.prompt_tokens,
-                                                      args.max_new_tokens,
-                                                      [int(b) for b in args.batches.split(",")])}
-            except Exception as exc:  # report and go on with the next mode
-                row = {"shape": args.shape, "mode": mode, "error": f"{type(exc).__name__}: {exc}"[:500]}
-            line = json.dumps(row)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(line + "\n")
+        for mode in modes:
+            t1 = time.perf_counter()
+            backend = load_mode(mode, args.shape, device, saved, built if mode == "bf16" else None)
+            emit({"shape": args.shape, "mode": mode, "load_s": round(time.perf_counter() - t1, 1),
+                  "weights_gib": round(weight_bytes(backend.model) / 2**30, 2)})
+            bench_mode(args, mode, backend, work, bandwidth, emit)
+            backend.close()
+            del backend
+            if mode == "bf16":
+                built = None
+            settle(device)
     finally:
         if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def write_lengths() -> None:
+    """Token lengths of the bundled benchmark's prompts (template seed-zh) and gold SQL (+1 for EOS), with
+    the embedded model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from harness.benchmark.loader import default_benchmark_dir, load_benchmark
+    from harness.models.embedded import DEFAULT_EMBEDDED, EMBEDDED, find_gguf
+    from harness.prompts.templates import get_template, render_prompt
+
+    gguf = find_gguf(EMBEDDED[DEFAULT_EMBEDDED])
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    bench = load_benchmark(default_benchmark_dir(), "test")
+    template = get_template(None)
+    prompts = [len(tok(render_prompt(q, template).text)["input_ids"]) for q in bench.questions]
+    stops = [len(tok(q.gold, add_special_tokens=False)["input_ids"]) + 1 for q in bench.questions]
+    source = json.loads(LENGTHS.read_text())["source"] if LENGTHS.exists() else ""
+    LENGTHS.write_text(json.dumps({"source": source, "prompt_tokens": prompts, "stop_tokens": stops},
+                                  separators=(",", ":")) + "\n")
+    print(f"{LENGTHS}: {len(prompts)} questions, prompts {min(prompts)}-{max(prompts)} tokens, "
+          f"stops {min(stops)}-{max(stops)}")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,15 @@ def check_supported(model: Any) -> None:
                                 f"cache has {', '.join(sorted(odd))} layers")
 
 
+def compiled(model: Any) -> Any:
+    """``--compile``: the decoding step through ``torch.compile`` with dynamic shapes (the batch and the
+    attention window change as rows come and go; static shapes would recompile at every step). Prefill
+    stays eager. Kept only if it beats eager on the GPU benchmark (docs/performance.md)."""
+    import torch
+
+    return torch.compile(model, dynamic=True)
+
+
 def cache_keyword(model: Any) -> str:
     """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier, deprecated since)."""
     import inspect
@@ -275,12 +284,13 @@ class Engine:
 
     ``make_stopper(item)`` gives each row its ``RowStopper``; ``run`` yields the rows that end at each step.
     ``logits_hook(logits, items, counts)`` may rewrite a step's logits (the throughput benchmark forces
-    EOS with it); ``counts`` is how many tokens each row has generated before this one.
+    EOS with it); ``counts`` is how many tokens each row has generated before this one. ``compile``: the
+    decoding step runs through ``torch.compile`` (``--compile``).
     """
 
     def __init__(self, model: Any, *, pad_id: int, max_new_tokens: int, temperature: float = 0.0,
                  stop_loop: bool = True, make_stopper: Callable[[int], RowStopper],
-                 logits_hook: LogitsHook | None = None) -> None:
+                 logits_hook: LogitsHook | None = None, compile: bool = False) -> None:
         self.model = model
         self.pad_id = pad_id
         self.max_new_tokens = max_new_tokens
@@ -295,6 +305,7 @@ class Engine:
         self.steps = 0  # decoding steps run (for ms/step in the benchmark)
         self._cache_kw = cache_keyword(model)
         check_supported(model)
+        self._decode = compiled(model) if compile else model
 
     def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
         """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
@@ -418,7 +429,7 @@ class Engine:
         if cache.end >= cache.capacity:
             self._make_room(state)
         state.mask[:, cache.end] = 1
-        out = self.model(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
+        out = self._decode(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
                          position_ids=state.pos[:, None], use_cache=True, **{self._cache_kw: cache.cache})
         cache.advance()
         nxt = self._pick(out.logits[:, -1, :], state.items, state.count)

@@ -175,6 +175,7 @@ class HFBackend(ModelBackend):
         self.template = template  # a PromptTemplate the weights were trained with, or None
         self._warned_no_chat = False
         self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
+        self.compile = False  # --compile: the decoding step through torch.compile
         self.last_run: dict[str, int] = {}  # decoding steps and slots of the last generate call
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -243,7 +244,7 @@ class HFBackend(ModelBackend):
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, max_new_tokens=config.max_new_tokens,
                         temperature=config.temperature, stop_loop=config.stop_on_loop,
-                        make_stopper=make_stopper, logits_hook=self.logits_hook)
+                        make_stopper=make_stopper, logits_hook=self.logits_hook, compile=self.compile)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = {"steps": 0, "slots": slots}
         t0 = time.perf_counter()
@@ -291,4 +292,6 @@ def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = No
     quantize = resolve_quantize(options)
     model, tokenizer = load_model_and_tokenizer(path, options, warnings)
     fp = fingerprint_of({"backend": "hf", **model_fingerprint(path, model, options, quantize)})
-    return HFBackend(model, tokenizer, spec=spec or f"hf:{path}", fingerprint=fp, warnings=warnings)
+    backend = HFBackend(model, tokenizer, spec=spec or f"hf:{path}", fingerprint=fp, warnings=warnings)
+    backend.compile = options.compile
+    return backend
