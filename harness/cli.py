@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness.benchmark.loader import default_benchmark_dir
-from harness.errors import Txt2SqlError
+from harness.errors import OutputDirError, Txt2SqlError
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,9 +70,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             decision = decide(runs[0], runs[1], GateConfig())
         except Txt2SqlError as exc:
             print(f"note: no paired comparison: {exc}", file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "compare.html", render_compare_html(runs, decision))
-    atomic_write(args.out / "compare.md", render_compare_markdown(runs, decision))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out / "compare.html", render_compare_html(runs, decision))
+        atomic_write(args.out / "compare.md", render_compare_markdown(runs, decision))
+    except OSError as exc:
+        raise OutputDirError(f"--out {args.out}: cannot write the comparison there ({exc.strerror or exc}). "
+                             "Pass a writable directory.") from exc
     print(f"wrote {args.out / 'compare.html'} and {args.out / 'compare.md'}")
     return 0
 

@@ -133,3 +133,13 @@ def test_eval_records_and_shows_what_it_ran(tmp_path, capsys) -> None:
     console = " ".join(capsys.readouterr().out.split())
     assert "template seed-zh, greedy, max 64 new tokens, batch 3" in console
     assert "max 64 new tokens" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_compare_into_an_unwritable_place_is_a_one_line_error(tmp_path, capsys) -> None:
+    from tests.runbuilder import from_outcomes, write_run
+    run = write_run(from_outcomes("10", path=str(tmp_path / "a")), tmp_path / "a")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["compare", str(run), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {blocker}: cannot write" in err and "internal error" not in err
