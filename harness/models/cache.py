@@ -16,16 +16,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from harness.models.base import (
-    Generation,
-    GenerationConfig,
-    ModelBackend,
-    ModelInfo,
-    ProgressCallback,
-    Prompt,
-)
+from harness.models.base import Generation, ModelBackend
+
+if TYPE_CHECKING:
+    from harness.models.base import GenerationConfig, ModelInfo, ProgressCallback, Prompt
 
 try:
     import fcntl

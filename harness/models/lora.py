@@ -13,18 +13,10 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ModelBackendError
-from harness.models.base import (
-    BackendOptions,
-    Generation,
-    GenerationConfig,
-    ModelBackend,
-    ModelInfo,
-    ProgressCallback,
-    Prompt,
-)
+from harness.models.base import ModelBackend, ModelInfo
 from harness.models.hf import (
     HFBackend,
     dir_signature,
@@ -34,6 +26,9 @@ from harness.models.hf import (
     resolve_quantize,
 )
 from harness.prompts.templates import TEMPLATE_FILE, PromptTemplate, get_template
+
+if TYPE_CHECKING:
+    from harness.models.base import BackendOptions, Generation, GenerationConfig, ProgressCallback, Prompt
 
 log = logging.getLogger(__name__)
 
