@@ -58,13 +58,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 class BenchmarkFile(pytest.File):
     def spec(self) -> tuple[Path, str]:
+        from harness.options import option
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise Txt2SqlError(f"{self.path}: invalid JSON ({exc})") from exc
         opt = self.config.getoption
         bench = Path(opt("benchmark")) if opt("benchmark") else (self.path.parent / data.get("benchmark", ".")).resolve()
-        return bench, opt("split") or data.get("split", "test")
+        return bench, opt("split") or data.get("split") or option("--split").default()
 
     def collect(self):  # type: ignore[override]
         from harness.benchmark.loader import load_benchmark
@@ -181,6 +182,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"model {s.model}: execution_accuracy {s.execution_accuracy:.3f} "
             f"(superset {s.execution_accuracy_superset:.3f}), exact_match {s.exact_match:.3f}, "
             f"n={s.n_scored}/{s.n}, fixture_intact={s.fixture_intact}")
+        terminalreporter.write_line(f"ran: {s.run.describe()}")
         terminalreporter.write_line(f"statuses: {s.status_counts}  flags: {s.flag_counts}")
         terminalreporter.write_line(f"results: {result.out / 'results.jsonl'}")
     if state.gate is not None:

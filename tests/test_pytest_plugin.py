@@ -35,6 +35,7 @@ def test_each_question_is_an_item_with_verdicts(project):
     assert "status:     degenerate" in text and "jsdw" in text  # the failure message explains the item
     assert "first rows that differ" in text
     assert "execution_accuracy 0.400" in text
+    assert f"ran: {preds} (replay), template seed-zh, greedy" in text
     assert (out / "results.jsonl").is_file() and (out / "summary.json").is_file()
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     names = {c.get("name") for c in cases}
