@@ -237,7 +237,7 @@ def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tup
 
     if mode == "bf16" and built is not None:
         return HFBackend(built[0], built[1], spec=f"random:{shape}", fingerprint="random")
-    return load_hf_backend(str(saved), BackendOptions(dtype="bf16", quantize=mode))
+    return load_hf_backend(str(saved), BackendOptions(dtype="bf16", quantize=None if mode == "bf16" else mode))
 
 
 def warm_up(backend: Any, work: Workload) -> None:
@@ -247,33 +247,52 @@ def warm_up(backend: Any, work: Workload) -> None:
 
 
 def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, bandwidth: float,
-               emit: Any) -> None:
+               emit: Any, compiled: bool = False) -> None:
+    """Harness and plain generate at each batch of --batches (``compiled``: --compile and generate's
+    static cache instead)."""
     base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
     warm_up(backend, work)
     model, tok = backend.model, backend.tokenizer
     for batch_spec in args.batches.split(","):
         asked = 0 if batch_spec == "auto" else int(batch_spec)
-        row = measure({**base, "path": "harness", "batch_asked": batch_spec},
-                      lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, bandwidth)
+        if not args.clock.left(f"{mode} batch {batch_spec}", emit):
+            return
+        harness, anchor = ("harness+compile", "generate+static") if compiled else ("harness", "generate")
+        run = (lambda a=asked: _compiled(backend, work, a, args.max_new_tokens)) if compiled else \
+            (lambda a=asked: run_harness(backend, work, a, args.max_new_tokens))
+        row = measure({**base, "path": harness, "batch_asked": batch_spec}, run, work, model, bandwidth)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
-        emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
-                     lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens), work, model, bandwidth))
-        if args.compile:
-            emit(measure({**base, "path": "harness+compile", "batch_asked": batch_spec},
-                         lambda a=asked: _compiled(backend, work, a, args.max_new_tokens), work, model, bandwidth))
-            emit(measure({**base, "path": "generate+static", "batch_asked": batch_spec},
-                         lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens, static=True),
+        if args.clock.left(f"{mode} {anchor} batch {batch}", emit):
+            emit(measure({**base, "path": anchor, "batch_asked": batch_spec},
+                         lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens, static=compiled),
                          work, model, bandwidth))
 
 
+class Clock:
+    """The device call's time limit: a setting starts only with --reserve-s left before --budget-s."""
+
+    def __init__(self, budget: float, reserve: float) -> None:
+        self.end, self.reserve = time.perf_counter() + budget, reserve
+
+    def left(self, what: str, emit: Any) -> bool:
+        if self.end - time.perf_counter() >= self.reserve:
+            return True
+        emit({"skipped": what, "reason": "--budget-s nearly spent"})
+        return False
+
+
 def _compiled(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
+    """The harness with --compile; compiling happens in a short warm-up outside the timing."""
     backend.compile = True
+    known = len(backend.warnings)
     try:
-        run_harness(backend, Workload(work.prompts[:4], [6, 6, 6, 6]), 4, 8)  # compile outside the timing
-        return run_harness(backend, work, batch, max_new)
+        run_harness(backend, Workload(work.prompts[:4], [6, 6, 6, 6]), 4, 8)
+        got = run_harness(backend, work, batch, max_new)
     finally:
         backend.compile = False
+    failed = [w for w in backend.warnings[known:] if "--compile" in w]
+    return {**got, "compile": failed[0][:300] if failed else "ok"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true", help="also measure --compile and generate's static cache")
     ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--budget-s", type=float, default=540, help="stop starting settings after this (the device "
+                    "call's limit is 600 s)")
+    ap.add_argument("--reserve-s", type=float, default=45, help="time a setting needs at least")
     ap.add_argument("--smoke", action="store_true", help="tiny shape, 12 items, bf16, on the CPU, in seconds")
     ap.add_argument("--write-lengths", action="store_true", help="regenerate hangzhou_lengths.json and exit")
     args = ap.parse_args(argv)
@@ -303,6 +325,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    args.clock = Clock(args.budget_s, args.reserve_s)
 
     def emit(row: dict[str, Any]) -> None:
         line = json.dumps(row)
@@ -314,28 +337,30 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     built: tuple[Any, Any] | None = build(args.shape, device)
     bandwidth = copy_bandwidth(device)
-    modes = [m.strip() for m in args.modes.split(",")]
+    modes = sorted((m.strip() for m in args.modes.split(",")), key=lambda m: m != "bf16")  # bf16 first
     work = workload(args.items, SHAPES[args.shape][5])
     work_dir = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-gen-"))
     saved = None
-    if any(m != "bf16" for m in modes):
+    if args.compile or any(m != "bf16" for m in modes):  # loaded again from disk (quantised on loading)
         built[0].save_pretrained(work_dir)  # type: ignore[index]
         built[1].save_pretrained(work_dir)  # type: ignore[index]
         saved = work_dir
     emit({"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-          "torch": torch.__version__, "copy_gb_s": round(bandwidth / 1e9, 1), "build_s": round(time.perf_counter() - t0, 1),
-          "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
+          "torch": torch.__version__, "copy_gb_s": round(bandwidth / 1e9, 1),
+          "build_s": round(time.perf_counter() - t0, 1), "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
+    phases = [(m, False) for m in modes] + ([("bf16", True)] if args.compile else [])
     try:
-        for mode in modes:
+        for mode, compiled in phases:
+            if not args.clock.left(f"loading {mode}", emit):
+                break
             t1 = time.perf_counter()
-            backend = load_mode(mode, args.shape, device, saved, built if mode == "bf16" else None)
+            backend = load_mode(mode, args.shape, device, saved, built if mode == "bf16" and not compiled else None)
+            built = None
             emit({"shape": args.shape, "mode": mode, "load_s": round(time.perf_counter() - t1, 1),
                   "weights_gib": round(weight_bytes(backend.model) / 2**30, 2)})
-            bench_mode(args, mode, backend, work, bandwidth, emit)
+            bench_mode(args, mode, backend, work, bandwidth, emit, compiled)
             backend.close()
             del backend
-            if mode == "bf16":
-                built = None
             settle(device)
     finally:
         if not args.workdir:

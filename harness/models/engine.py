@@ -77,8 +77,12 @@ class SlotCache:
     """Per-layer KV buffers shared by every slot, exposed to the model as a ``DynamicCache`` whose layers
     return views ``[:, :, start:end]`` of the buffers."""
 
-    def __init__(self, slots: int, like: list[torch.Tensor], end: int, capacity: int) -> None:
-        """Buffers for ``slots`` rows shaped like a prefill's keys ``like`` (one tensor per layer)."""
+    def __init__(self, slots: int, like: list[torch.Tensor], end: int, capacity: int, config: Any = None) -> None:
+        """Buffers for ``slots`` rows shaped like a prefill's keys ``like`` (one tensor per layer).
+
+        The ``DynamicCache`` is built from the model's ``config`` as transformers builds it, and its
+        layers are then swapped for ``SlotLayer`` objects, so that whatever the cache derives from its
+        layers stays consistent across transformers versions."""
         import torch
         from transformers import DynamicCache
 
@@ -87,9 +91,15 @@ class SlotCache:
                   for k in like]
         self.v = [torch.zeros_like(b) for b in self.k]
         self.layers = [layer_cls(kb, vb) for kb, vb in zip(self.k, self.v, strict=True)]
-        self.cache = DynamicCache()
-        self.cache.layers = list(self.layers)
-        self.cache.layer_class_to_replicate = None
+        try:
+            self.cache = DynamicCache(config=config) if config is not None else DynamicCache()
+        except TypeError:  # pragma: no cover - a transformers without config=
+            self.cache = DynamicCache()
+        if len(self.cache.layers) == len(self.layers):
+            self.cache.layers[:] = self.layers
+        else:
+            self.cache.layers = list(self.layers)
+            self.cache.layer_class_to_replicate = None
         self.start, self.end, self.capacity = 0, end, capacity
         self._sync()
 
@@ -306,6 +316,7 @@ class Engine:
         self._cache_kw = cache_keyword(model)
         check_supported(model)
         self._decode = compiled(model) if compile else model
+        self.compile_error: str | None = None
 
     def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
         """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
@@ -415,7 +426,7 @@ class Engine:
 
         capacity = capacity_for(width, self.max_new_tokens)
         device = like[0].device
-        state.cache = SlotCache(state.slots, like, width, capacity)
+        state.cache = SlotCache(state.slots, like, width, capacity, self.model.config)
         state.mask = torch.zeros((state.slots, capacity), dtype=torch.long, device=device)
         state.pos = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.last = torch.zeros(state.slots, dtype=torch.long, device=device)
@@ -429,8 +440,7 @@ class Engine:
         if cache.end >= cache.capacity:
             self._make_room(state)
         state.mask[:, cache.end] = 1
-        out = self._decode(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
-                         position_ids=state.pos[:, None], use_cache=True, **{self._cache_kw: cache.cache})
+        out = self._forward_step(state)
         cache.advance()
         nxt = self._pick(out.logits[:, -1, :], state.items, state.count)
         state.last.copy_(nxt)
@@ -438,6 +448,22 @@ class Engine:
         state.count += 1
         self.steps += 1
         self._observe(state, range(state.slots), nxt.tolist())
+
+    def _forward_step(self, state: _State) -> Any:
+        cache = state.cache
+        kwargs = {"input_ids": state.last[:, None], "attention_mask": state.mask[:, cache.start:cache.end + 1],
+                  "position_ids": state.pos[:, None], "use_cache": True, self._cache_kw: cache.cache}
+        if self._decode is self.model:
+            return self.model(**kwargs)
+        try:
+            return self._decode(**kwargs)
+        except Exception as exc:  # a compiler failure must not fail the evaluation: decode eagerly
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            self.compile_error = f"{type(exc).__name__}: {' '.join(lines[:2])[:300]}"
+            log.warning("--compile: torch.compile failed (%s); decoding eagerly", self.compile_error)
+            self._decode = self.model
+            cache.set_start(cache.start)  # re-window every layer: a partial forward may have moved some
+            return self.model(**kwargs)
 
     def _pick(self, logits: torch.Tensor, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         import torch
