@@ -225,3 +225,16 @@ def test_model_output_cannot_reach_the_page_unescaped(tmp_path) -> None:
     assert "<script>x" not in page and "<img" not in page and '"><img' not in page
     assert "\u202e" not in page and "\x00" not in page
     assert "\\u202e" in page and "\\x00" in page
+
+
+def test_reports_say_what_each_run_ran(base_run: Run, tuned_run: Run) -> None:
+    import dataclasses
+
+    from harness.models.base import ModelInfo
+    from harness.report.records import RunInfo
+    info = RunInfo(ModelInfo("SmolLM2-135M-Instruct", "lora", "bfloat16", "adapters/reference", "SmolLM2-135M-Instruct"),
+                   template="seed-zh", max_new_tokens=256, batch_size=8, harness_version="0.1.0", git_commit="abc")
+    run = dataclasses.replace(tuned_run, summary=dataclasses.replace(tuned_run.summary, run=info))
+    page = render_compare_html([base_run, run])
+    assert info.describe() in page and "not recorded" in page  # the constructed base run has no record
+    assert f'<p id="run-info">ran: {info.describe()}</p>' in render_run_html(run)
