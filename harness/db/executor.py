@@ -41,6 +41,13 @@ DEFAULT_BYTE_CAP = 32 * 2**20
 _CANCEL_REPEAT_S = 0.25
 # A query still running this long after its budget (and the cancel requests) is abandoned.
 ABANDON_GRACE_S = 1.0
+# A query during which the harness's resident memory grows by more than this is abandoned (a single
+# huge row, which libpq receives whole, then copies once into its result).
+MAX_MEMORY_GROWTH = 256 * 2**20
+_POLL_S = 0.01
+# Rows per libpq chunk (libpq 17+; one row at a time before): memory stays bounded by the watchdog.
+_CHUNK = 500 if psycopg.capabilities.has_stream_chunked() else 1
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 SPATIAL_TYPES = ("geometry", "geography")
 # Connection-level failures: the server went away, not the query's fault.
 _CONNECTION_SQLSTATE_CLASSES = ("08", "57P")
@@ -84,24 +91,33 @@ class ResultTooLarge(Exception):
 
 
 class _Watchdog:
-    """Enforces the wall-clock budget from a thread: ``statement_timeout`` alone restarts with every
-    statement, and code that never checks for interrupts (GEOS, some array functions) runs past it.
+    """Bounds one query from a thread, in time and in the harness's memory.
 
-    When ``seconds`` have passed it sends a cancel request (a SIGINT to the backend, which PostGIS also
-    forwards to GEOS) and repeats it, in case one arrived between two statements. If the backend still
-    has not answered ``grace`` seconds later, it shuts the connection's socket down: the query is
-    abandoned (the harness moves on; the backend exits when it next talks to the client)."""
+    Time: ``statement_timeout`` alone restarts with every statement, and code that never checks for
+    interrupts (GEOS, some array functions) runs past it. When ``seconds`` have passed the watchdog
+    sends a cancel request (a SIGINT to the backend, which PostGIS forwards to GEOS) and repeats it, in
+    case one arrived between two statements. If the backend still has not answered ``grace`` seconds
+    later, it shuts the connection's socket down: the query is abandoned (the harness moves on; the
+    backend exits when it next talks to the client).
 
-    def __init__(self, conn: psycopg.Connection, seconds: float, grace: float = ABANDON_GRACE_S) -> None:
+    Memory: libpq receives a row whole before any loader sees it, and PostgreSQL allows a row of up to
+    1 GB. The watchdog samples the process's resident memory every few milliseconds; when it has grown by
+    more than ``max_growth`` bytes since the query started, the socket is shut down the same way."""
+
+    def __init__(self, conn: psycopg.Connection, seconds: float, *, grace: float = ABANDON_GRACE_S,
+                 max_growth: int = MAX_MEMORY_GROWTH) -> None:
         self._conn = conn
         self._seconds = seconds
         self._grace = grace
+        self._max_growth = max_growth
         self._stop = threading.Event()
         self.fired = False
         self.abandoned = False
+        self.oversized = False
         self._thread = threading.Thread(target=self._watch, name="txt2sql-query-watchdog", daemon=True)
 
     def __enter__(self) -> _Watchdog:
+        self._rss0 = _resident_bytes()
         self._thread.start()
         return self
 
@@ -110,19 +126,36 @@ class _Watchdog:
         self._thread.join()
 
     def _watch(self) -> None:
-        if self._stop.wait(self._seconds):
-            return
-        self.fired = True
-        deadline = time.monotonic() + self._grace
-        while time.monotonic() < deadline:
-            try:
-                self._conn.cancel_safe(timeout=self._grace)
-            except (psycopg.Error, OSError):
-                pass
-            if self._stop.wait(_CANCEL_REPEAT_S):
-                return
-        self.abandoned = True
-        _shut_down(self._conn)
+        deadline = time.monotonic() + self._seconds
+        next_cancel = abandon_at = float("inf")
+        while not self._stop.wait(_POLL_S):
+            if self._rss0 and _resident_bytes() - self._rss0 > self._max_growth:
+                self.oversized = True
+                break
+            now = time.monotonic()
+            if now >= deadline and not self.fired:
+                self.fired = True
+                next_cancel, abandon_at = now, now + self._grace
+            if now >= abandon_at:
+                self.abandoned = True
+                break
+            if now >= next_cancel:
+                next_cancel = now + _CANCEL_REPEAT_S
+                try:
+                    self._conn.cancel_safe(timeout=self._grace)
+                except (psycopg.Error, OSError):
+                    pass
+        if self.oversized or self.abandoned:
+            _shut_down(self._conn)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 where unavailable, which disables the check)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _shut_down(conn: psycopg.Connection) -> None:
@@ -141,10 +174,11 @@ class SafeExecutor:
 
     def __init__(self, info: ConnInfo, *, row_cap: int = DEFAULT_ROW_CAP,
                  statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS, byte_cap: int = DEFAULT_BYTE_CAP,
-                 functions: FunctionPolicy | None = None) -> None:
+                 max_memory_growth: int = MAX_MEMORY_GROWTH, functions: FunctionPolicy | None = None) -> None:
         self.info = info
         self.row_cap = row_cap
         self.byte_cap = byte_cap
+        self.max_memory_growth = max_memory_growth
         self.statement_timeout_ms = statement_timeout_ms
         self._functions = functions
         self._type_names: dict[int, str] = {}
@@ -187,11 +221,15 @@ class SafeExecutor:
             return Execution("refused", error=verdict.reason)
         conn = self._connect()
         t0 = time.monotonic()
-        watchdog = _Watchdog(conn, self.statement_timeout_ms / 1000)
+        watchdog = _Watchdog(conn, self.statement_timeout_ms / 1000, max_growth=self.max_memory_growth)
         try:
             with watchdog:
                 return self._outcome(conn, sql, t0, watchdog)
         except psycopg.Error as exc:
+            if watchdog.oversized:
+                return Execution("exec_error", seconds=time.monotonic() - t0,
+                                 error=f"the result is too large: the harness's memory grew by more than "
+                                       f"{self.max_memory_growth / 2**20:g} MiB while receiving it; abandoned")
             if watchdog.abandoned:
                 return Execution("timeout", sqlstate="57014", seconds=time.monotonic() - t0,
                                  error=f"abandoned: still running {ABANDON_GRACE_S:g} s after being cancelled at the "
@@ -233,12 +271,12 @@ class SafeExecutor:
         return f"cancelled after statement_timeout={self.statement_timeout_ms} ms"
 
     def _fetch(self, conn: psycopg.Connection, sql: str, watchdog: _Watchdog) -> ResultSet | None:
-        """Stream the rows (libpq single-row mode: one row in memory at a time) up to the row cap and
+        """Stream the rows (libpq chunked-rows mode: one chunk in memory at a time) up to the row cap and
         the byte budget; None when the wall-clock budget ran out first."""
         cur = conn.cursor()  # the connection is not in autocommit: the statement runs inside BEGIN
         rows: list[tuple[Any, ...]] = []
         capped = False
-        stream = cur.stream(sql.strip().rstrip(";"))  # type: ignore[arg-type]
+        stream = cur.stream(sql.strip().rstrip(";"), size=_CHUNK)  # type: ignore[arg-type]
         try:
             for row in stream:
                 if len(rows) >= self.row_cap or watchdog.fired:

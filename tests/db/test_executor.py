@@ -151,6 +151,20 @@ def test_results_are_bounded_in_bytes_before_they_are_loaded(mini_fixtures, sql)
     assert large.run(sql).status == "ok"  # the same query within a larger budget: the budget decided
 
 
+def test_one_huge_value_is_abandoned_while_it_arrives(mini_fixtures):
+    """libpq receives a row whole before any loader can look at it (PostgreSQL allows up to 1 GB): the
+    watchdog abandons the session when the harness's memory grows past its limit."""
+    vdb = mini_fixtures.variants("default")[0]
+    sql = "SELECT repeat('x', 80000000) AS s"
+    small = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=10000, byte_cap=2**30,
+                         max_memory_growth=16 * 2**20)
+    refused = small.run(sql)
+    assert refused.status == "exec_error" and "memory grew by more than 16 MiB" in refused.error, refused
+    large = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=10000, byte_cap=2**30,
+                         max_memory_growth=2**30)
+    assert len(large.run(sql).result.rows[0][0]) == 80_000_000  # within a larger limit: the limit decided
+
+
 def test_deep_json_gets_a_verdict(reader):
     """psycopg's JSON loader raised RecursionError at 5,000 levels, crashing the run; JSON loads as
     its text."""
