@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness.benchmark.loader import default_benchmark_dir
 from harness.errors import OutputDirError, Txt2SqlError
@@ -52,9 +52,36 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness.options import gate_config
     from harness.report.console import print_gate
     from harness.report.records import load_run
-    decision = decide(load_baseline(args.baseline), load_run(args.candidate), gate_config(vars(args)))
+    candidate = load_run(args.candidate)
+    decision = decide(load_baseline(args.baseline), candidate, gate_config(vars(args)))
     print_gate(decision, Console())
-    return 0 if decision.passed else 1
+    adapter_ok = _gate_adapter_check(args, candidate.summary.model)
+    return 0 if decision.passed and adapter_ok else 1
+
+
+def _gate_adapter_check(args: argparse.Namespace, candidate_model: str) -> bool:
+    """A candidate whose adapter fails check-adapter is refused, whatever its scores."""
+    from harness.models.adapter_check import SmokeConfig, adapter_for_gate, check_adapter
+    adapter = adapter_for_gate(candidate_model, args.adapter)
+    if adapter is None:
+        return True
+    report = check_adapter(adapter, base_model=args.adapter_base_model,
+                           smoke=SmokeConfig() if args.adapter_smoke else None)
+    print(report.describe())
+    if not report.passed:
+        print(f"gate: FAIL: the candidate's adapter {adapter} fails check-adapter; fix it before gating")
+    return report.passed
+
+
+def cmd_check_adapter(args: argparse.Namespace) -> int:
+    from harness.models.adapter_check import SmokeConfig, check_adapter
+    from harness.models.base import BackendOptions
+    smoke = None if args.no_smoke else SmokeConfig(benchmark=args.benchmark, split=args.split,
+                                                    questions=args.questions, max_new_tokens=args.max_new_tokens)
+    report = check_adapter(args.adapter_dir, base_model=args.base_model, template=args.template,
+                           options=BackendOptions(dtype=args.dtype), smoke=smoke)
+    print(report.describe())
+    return 0 if report.passed else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -89,7 +116,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from harness.finetune import finetune_from_args
+    from harness.finetune.command import finetune_from_args
     return finetune_from_args(args)
 
 
@@ -99,6 +126,26 @@ def cmd_image_build(args: argparse.Namespace) -> int:
                          say=lambda msg: print(f"txt2sql image build: {msg}", file=sys.stderr, flush=True))
     print(result.describe())
     return 0
+
+
+def _add_adapter_check_parsers(gate: argparse.ArgumentParser, sub: Any) -> None:
+    """The gate's adapter options and the ``check-adapter`` command."""
+    gate.add_argument("--adapter", type=Path, default=None,
+                      help="adapter to check before gating (default: the candidate run's lora: directory, if any)")
+    gate.add_argument("--adapter-base-model", default=None, help="base model for the adapter check")
+    gate.add_argument("--adapter-smoke", action="store_true", help="also run the adapter check's smoke generation")
+
+    ca = sub.add_parser("check-adapter", help="check a LoRA adapter before evaluating, gating or deploying it")
+    ca.add_argument("adapter_dir", type=Path)
+    ca.add_argument("--base-model", default=None, help="overrides adapter_config.json's base")
+    ca.add_argument("--template", default=None, help="the template evaluation will use (default: the recorded one)")
+    ca.add_argument("--benchmark", type=Path, default=None, help="smoke questions from here (default: bundled)")
+    ca.add_argument("--split", default="dev")
+    ca.add_argument("--questions", type=int, default=5, help="smoke questions (5)")
+    ca.add_argument("--max-new-tokens", type=int, default=160)
+    ca.add_argument("--dtype", default="auto")
+    ca.add_argument("--no-smoke", action="store_true", help="skip the smoke generation (no model is loaded)")
+    ca.set_defaults(func=cmd_check_adapter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gate", help="fail (exit 1) if a candidate run regresses against a baseline")
     g.add_argument("--candidate", required=True, help="candidate run directory")
     add_to_argparse(g, GATE)
+    _add_adapter_check_parsers(g, sub)
     g.set_defaults(func=cmd_gate)
 
     c = sub.add_parser("compare", help="HTML + Markdown report comparing runs")
@@ -127,15 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_import)
 
     f = sub.add_parser("finetune", help="train a LoRA adapter on a benchmark's train split")
-    f.add_argument("--benchmark", type=Path, default=None)
-    f.add_argument("--split", default="train")
-    f.add_argument("--base-model", default="embedded")
-    f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--template", default=None)
-    f.add_argument("--steps", type=int, default=100)
-    f.add_argument("--lr", type=float, default=2e-4)
-    f.add_argument("--lora-r", type=int, default=8)
-    f.add_argument("--limit", type=int)
+    from harness.finetune.command import add_finetune_options
+    add_finetune_options(f)
     f.set_defaults(func=cmd_finetune)
 
     im = sub.add_parser("image", help="the harness's PostGIS image for --db docker")

