@@ -44,6 +44,8 @@ CASES: list[tuple[str, str, str]] = [
                             "generate_series(1, 1000) b) FROM generate_series(1, 200) g", "SELECT 1"),
     ("recursive-cte", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
      "SELECT 1"),
+    ("recursive-cte-cpu", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, "
+                          "generate_series(1, 300000) g WHERE g = 1) SELECT count(*) FROM r", "SELECT 1"),
     ("st-buffer-50m-segments", "SELECT ST_NPoints(ST_Buffer(ST_MakePoint(0, 0), 1, 50000000))", "SELECT 1"),
     ("st-subdivide", "SELECT count(*) FROM ST_Subdivide(ST_Buffer(ST_MakePoint(0, 0), 1, 400000), 5)", "SELECT 1"),
     ("array-8m-elements", "SELECT array_fill(1, ARRAY[8000000])", "SELECT 1"),
