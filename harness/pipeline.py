@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import distributed
 from harness.benchmark.loader import load_benchmark
-from harness.benchmark.model import Question
+from harness.benchmark.model import Benchmark, Question
 from harness.db.fixture import FixtureDatabases
 from harness.db.provision import provision
 from harness.errors import OutputDirError
@@ -134,15 +135,22 @@ def generate(backend: ModelBackend, config: EvalConfig,
     from harness.prompts.templates import render_prompt
     template = resolve_template(backend, config.options)
     prompts = [render_prompt(q, template) for q in questions]
+    group = distributed.current()  # torchrun / accelerate launch: this rank's shard, gathered on rank 0
     with Progress(config.progress).task(f"generating ({config.model})", len(prompts)) as advance:
-        gens = backend.generate(prompts, config.generation, progress=advance)
+        gens = (backend.generate(prompts, config.generation, progress=advance) if group is None else
+                distributed.generate_sharded(backend, prompts, config.generation, advance, group) or [])
     return {g.id: g for g in gens}
 
 
-def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunResult:
+def select_questions(config: EvalConfig) -> tuple[Benchmark, list[Question]]:
+    """The benchmark and the questions a run evaluates (``ids``, then ``limit``)."""
     benchmark = load_benchmark(config.benchmark, config.split)
     questions = [q for q in benchmark.questions if config.ids is None or q.id in config.ids]
-    questions = questions[: config.limit] if config.limit else questions
+    return benchmark, questions[: config.limit] if config.limit else questions
+
+
+def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunResult:
+    benchmark, questions = select_questions(config)
     out = config.out or default_out_dir(config)
     prepare_output(out)
     own_backend = backend is None

@@ -50,8 +50,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state_key] = SessionState()
 
 
+def _refuse_launchers() -> None:
+    """Under torchrun / accelerate launch every rank would run the whole benchmark: say so and stop."""
+    from harness.distributed import from_env
+
+    if from_env() is not None:
+        raise pytest.UsageError("the txt2sql pytest plugin runs as one process, not under torchrun or accelerate "
+                                "launch (WORLD_SIZE > 1): shard with `torchrun -m harness eval ...`, then gate "
+                                "with `txt2sql gate`")
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name.endswith(SPEC_SUFFIX):
+        _refuse_launchers()
         return BenchmarkFile.from_parent(parent, path=file_path)
     return None
 

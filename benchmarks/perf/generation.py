@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reserve-s", type=float, default=45, help="time a setting needs at least")
     ap.add_argument("--smoke", action="store_true", help="tiny shape, 12 items, bf16, on the CPU, in seconds")
     ap.add_argument("--write-lengths", action="store_true", help="regenerate hangzhou_lengths.json and exit")
+    ap.add_argument("--sharded", action="store_true", help="issue 14: the harness path sharded over the ranks "
+                    "of a torchrun launch (bf16; --items questions)")
     args = ap.parse_args(argv)
     if args.write_lengths:
         return write_lengths()
@@ -318,7 +320,10 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(1)
         args.shape, args.modes, args.items, args.batches = "tiny", "bf16", 8, "auto,3"
-    run(args)
+    if args.sharded:
+        run_sharded(args)
+    else:
+        run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -365,6 +370,49 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def run_sharded(args: argparse.Namespace) -> None:
+    """``--sharded`` (issue 14): the harness path over ``--items`` questions, sharded across the ranks of a
+    ``torchrun`` launch exactly as ``python -m harness eval`` shards them (balanced by prompt length,
+    gathered on rank 0), or on one process without a launcher. Rank 0 prints one line: wall time from a
+    barrier to the gathered results, useful tok/s. Every rank builds the same random weights (seed 0)."""
+    import torch
+
+    from harness import distributed
+    from harness.models.hf import HFBackend
+
+    group = distributed.init()
+    world, rank = (group.world, group.rank) if group else (1, 0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = build(args.shape, device)
+    backend = HFBackend(model, tok, spec=f"random:{args.shape}", fingerprint="random")
+    work = workload(args.items, SHAPES[args.shape][5])
+    warm_up(backend, work)
+    mine = distributed.shards([len(p.identity()) for p in work.prompts], world)[rank]
+    stops = torch.tensor([work.stops[i] for i in mine], device=model.device)
+    backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=0)
+    if group:
+        distributed.gather(None, group)  # start together
+    _sync(device)
+    t0 = time.perf_counter()
+    if group:
+        gens = distributed.generate_sharded(backend, work.prompts, config, None, group)
+    else:
+        gens = backend.generate(work.prompts, config)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    if rank == 0 and gens is not None:
+        line = json.dumps({"shape": args.shape, "path": "harness-sharded", "world": world, "items": len(gens),
+                           "useful_tokens": work.useful, "wall_s": round(wall, 2),
+                           "useful_tok_s": round(work.useful / wall, 1), "batch_rank0": backend.last_run["slots"],
+                           "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"})
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+    distributed.finish()
 
 
 def write_lengths() -> None:

@@ -368,15 +368,16 @@ class Engine:
         live = state.slots - len(free)
         if not self.waiting or not free or (live and len(free) < max(1, state.slots // REFILL_SHARE)):
             return
-        take = [self.waiting.pop() for _ in range(min(len(free), len(self.waiting)))]
-        chunk: list[int] = []
-        for item in take:  # longest first, so chunk[0] is the widest prompt of its chunk
-            if chunk and (len(chunk) + 1) * len(self.encoded[chunk[0]]) > PREFILL_TOKENS:
-                self._prefill(state, chunk, free[:len(chunk)])
-                free = free[len(chunk):]
-                chunk = []
-            chunk.append(item)
-        self._prefill(state, chunk, free[:len(chunk)])
+        take = self.waiting[::-1][:len(free)]  # longest first, so chunk[0] is the widest of its chunk
+        chunks: list[list[int]] = [[]]
+        for item in take:
+            if chunks[-1] and (len(chunks[-1]) + 1) * len(self.encoded[chunks[-1][0]]) > PREFILL_TOKENS:
+                chunks.append([])
+            chunks[-1].append(item)
+        for chunk in chunks:
+            self._prefill(state, chunk, free[:len(chunk)])
+            free = free[len(chunk):]
+            del self.waiting[-len(chunk):]  # admitted only now: an out-of-memory prefill loses nothing
 
     def _prefill(self, state: _State, items: list[int], slots: list[int]) -> None:
         import torch

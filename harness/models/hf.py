@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import distributed
 from harness.errors import ModelBackendError
 from harness.models.base import (
     BackendOptions,
@@ -134,7 +135,9 @@ def load_model_and_tokenizer(path: str, options: BackendOptions, warnings: list[
         kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantize == "8bit" else
                                          BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype,
                                                             bnb_4bit_quant_type="nf4"))
-    device_map = options.device_map or ("auto" if quantize else None)
+    device_map: Any = options.device_map or ("auto" if quantize else None)
+    if on_cuda and not options.device_map and distributed.current() is not None:
+        device_map = {"": torch.cuda.current_device()}  # one rank, one GPU (set when it joined the group)
     if device_map:
         kwargs["device_map"] = device_map
     local = Path(path)
@@ -256,6 +259,9 @@ class HFBackend(ModelBackend):
                 if progress is not None:
                     progress(1)
             t0 = time.perf_counter()
+        if engine.compile_error:  # said once; later calls decode eagerly without trying again
+            self.warnings.append(f"--compile: torch.compile failed ({engine.compile_error}); decoded eagerly")
+            self.compile = False
 
     def _generation(self, prompt: Prompt, encoded: list[int], done: Finished, seconds: float) -> Generation:
         return Generation(id=prompt.id, text=self.tokenizer.decode(done.ids, skip_special_tokens=True),

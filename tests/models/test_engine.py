@@ -161,9 +161,11 @@ def test_scripted_model_batches_of_every_size_agree(tiny_backend):
     assert runs[0][0] == ("e1", "stop", 2) and runs[0][5] == ("m1 m2 ```", "stop", 3)
 
 
-def test_out_of_memory_halves_the_batch_without_losing_items(random_fp32, monkeypatch, caplog):
-    """A forward over more than 2 rows raises torch.OutOfMemoryError: the engine backs off to 2 slots and
-    restarts the unfinished rows; every item comes back, equal to an unconstrained run."""
+@pytest.mark.parametrize("where", ["decode", "prefill"])
+def test_out_of_memory_halves_the_batch_without_losing_items(random_fp32, monkeypatch, caplog, where):
+    """A forward (decoding step or prefill) over more than 2 rows raises torch.OutOfMemoryError: the engine
+    backs off to 2 slots and restarts the unfinished rows; every item comes back, equal to an unconstrained
+    run."""
     prompts = random_prompts(9, seed=3)
     config = GenerationConfig(max_new_tokens=12, batch_size=8)
     expected = [(g.text, g.finish_reason, g.tokens_out) for g in random_fp32.generate(prompts, config)]
@@ -172,7 +174,7 @@ def test_out_of_memory_halves_the_batch_without_losing_items(random_fp32, monkey
 
     def tight(self, *args, **kwargs):
         ids = kwargs.get("input_ids")
-        if ids is not None and ids.shape[0] > 2 and ids.shape[1] == 1:
+        if ids is not None and ids.shape[0] > 2 and (ids.shape[1] == 1) == (where == "decode"):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(self, *args, **kwargs)
 
