@@ -12,6 +12,7 @@ Outcomes are keyed by SQLSTATE, never by message text.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import threading
@@ -182,9 +183,42 @@ class SafeExecutor:
         self.statement_timeout_ms = statement_timeout_ms
         self._functions = functions
         self._type_names: dict[int, str] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="txt2sql-session")
+        self._spare: concurrent.futures.Future[psycopg.Connection] | None = None
 
     def close(self) -> None:
-        """Nothing stays open between queries; kept so callers can treat executors as resources."""
+        """Close the spare session, if one is waiting."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                spare.result().close()
+            except (ConnectionLost, psycopg.Error):
+                pass
+        self._pool.shutdown(wait=False)
+
+    def _session(self) -> psycopg.Connection:
+        """A session no query has used: the spare opened (and PostGIS loaded) in the background while the
+        previous query was scored, or a new one; then the next spare is started."""
+        spare, self._spare = self._spare, None
+        conn = None
+        if spare is not None:
+            try:
+                conn = spare.result()
+            except (ConnectionLost, psycopg.Error):
+                conn = None  # e.g. the server restarted meanwhile: connect now, and report that if it fails
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
+        self._spare = self._pool.submit(self._warm_session)
+        return conn
+
+    def _warm_session(self) -> psycopg.Connection:
+        conn = self._connect()
+        try:
+            conn.execute("SELECT postgis_lib_version()")  # load PostGIS into the backend now, not later
+        except psycopg.Error:
+            pass
+        conn.rollback()
+        return conn
 
     def functions(self) -> FunctionPolicy:
         """The allow-list: given at construction (built at provisioning), or read once from the catalogue
@@ -219,7 +253,7 @@ class SafeExecutor:
         verdict = classify(sql, parsed=parsed, functions=self.functions())
         if not verdict.allowed:
             return Execution("refused", error=verdict.reason)
-        conn = self._connect()
+        conn = self._session()
         t0 = time.monotonic()
         watchdog = _Watchdog(conn, self.statement_timeout_ms / 1000, max_growth=self.max_memory_growth)
         try:
