@@ -121,6 +121,8 @@ def classify(sql: str, *, parsed: exp.Expr | None = None,
         tokens = sqlglot.tokenize(text, read="postgres")
         if _has_unicode_identifier(tokens):
             return Classification(False, 'unicode-escaped identifiers (U&"...") are not allowed: they can hide a name')
+        if parsed is not None and _statement_count(tokens) > 1:  # a tree of the first statement only
+            return Classification(False, f"{_statement_count(tokens)} statements; only one query is executed")
         statements = [parsed] if parsed is not None else _parse(text, tokens)
         return _classify_tree(statements, functions)
     except (ParseError, TokenError) as exc:
@@ -140,6 +142,17 @@ def _has_unicode_identifier(tokens: list[Token]) -> bool:
                 and c.token_type == TokenType.IDENTIFIER and a.end + 1 == b.start and b.end + 1 == c.start):
             return True
     return False
+
+
+def _statement_count(tokens: list[Token]) -> int:
+    """Statements as the tokenizer separates them (empty ones between two ``;`` not counted)."""
+    count, pending = 0, False
+    for tok in tokens:
+        if tok.token_type == TokenType.SEMICOLON:
+            count, pending = count + pending, False
+        else:
+            pending = True
+    return count + pending
 
 
 def _parse(text: str, tokens: list[Token]) -> list[exp.Expr]:

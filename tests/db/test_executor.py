@@ -198,6 +198,8 @@ def test_parsed_statement_is_used_instead_of_parsing_again(reader, monkeypatch):
     assert reader.run("SELECT count(*) FROM rfgcpy", parsed=tree).result.rows == ((5,),)
     bad = sqlglot.parse_one("SELECT setseed(0.5)", read="postgres")
     assert reader.run("SELECT setseed(0.5)", parsed=bad).status == "refused"
+    two = reader.run("SELECT count(*) FROM rfgcpy; DELETE FROM rfgcpy", parsed=tree)  # a tree of the first only
+    assert two.status == "refused" and two.error.startswith("2 statements"), two
 
 
 def test_checksum_sees_an_update_that_keeps_the_row_count(mini_fixtures, pg_server):
