@@ -15,9 +15,9 @@ import logging
 import os
 import secrets
 import subprocess
-import sys
 from typing import Any
 
+from harness.db import watchdog
 from harness.db.image import LOCAL_TAG
 from harness.db.server import ConnInfo, Server, exit_on_sigterm
 from harness.errors import ProvisionError
@@ -188,15 +188,8 @@ class DockerServer(Server):
 
     def _start_watchdog(self) -> None:
         """A detached process that removes this run's containers if this process dies without doing so."""
-        argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), "docker", self.owner]
-        self._watchdog = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._watchdog = watchdog.start("docker", self.owner)
 
     def _stop_watchdog(self) -> None:
-        if self._watchdog is not None and self._watchdog.poll() is None:
-            self._watchdog.terminate()
-            try:
-                self._watchdog.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._watchdog.kill()
+        watchdog.stop(self._watchdog)
         self._watchdog = None

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant
-from harness.db.guard import FunctionPolicy
+from harness.db.guard import SAFE_ROUTINE, FunctionPolicy, catalogue_parameters
 from harness.db.server import ConnInfo, Server, admin_connection, create_utf8_database, ensure_postgis
 from harness.errors import BenchmarkError, InfrastructureError
 
@@ -134,19 +134,20 @@ class FixtureDatabases:
         can revoke: on a DSN whose role is neither, catalogue functions keep PUBLIC's grant and the guard
         alone refuses them (logged)."""
         policy = FunctionPolicy.from_catalogue(conn, self.reader_role)
+        unsafe = f"NOT {SAFE_ROUTINE} OR NOT (p.proname = ANY(%(allowed)s))"
+        params = {**catalogue_parameters(), "allowed": sorted(policy.allowed)}
         refused = [r[0] for r in conn.execute(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE NOT (p.proname = ANY(%s)) "
-            "AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
-            (sorted(policy.allowed),)).fetchall()]
+            f"SELECT p.oid::regprocedure::text FROM pg_proc p WHERE ({unsafe}) "
+            "AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1", params).fetchall()]
         for i in range(0, len(refused), 200):
             try:
                 conn.execute("REVOKE EXECUTE ON ROUTINE " + ", ".join(refused[i:i + 200]) + " FROM PUBLIC")
             except psycopg.Error as exc:
                 log.warning("cannot revoke EXECUTE on refused functions (%s)", exc)
                 break
-        left = conn.execute("SELECT count(*) FROM pg_proc p WHERE NOT (p.proname = ANY(%s)) "
-                            "AND has_function_privilege(%s, p.oid, 'EXECUTE')",
-                            (sorted(policy.allowed), self.reader_role)).fetchone()
+        left = conn.execute(f"SELECT count(*) FROM pg_proc p WHERE ({unsafe}) "
+                            "AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')",
+                            {**params, "role": self.reader_role}).fetchone()
         if left and left[0]:
             log.warning("the reader role may still execute %d functions the guard refuses (the admin role does "
                         "not own them); the guard alone refuses them", left[0])

@@ -54,7 +54,12 @@ NEVER_ALLOWED = frozenset({
     "database_to_xmlschema", "database_to_xml_and_xmlschema", "txid_current", "txid_current_if_assigned",
     "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_export_snapshot", "setseed", "nextval",
     "setval", "currval", "lastval", "set_config", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "dblink",
-    "dblink_exec", "pg_logical_emit_message", "pg_notify"})
+    "dblink_exec", "pg_logical_emit_message", "pg_notify",
+    # PostGIS helpers that run DDL or take locks; some overloads are labelled stable, so volatility alone
+    # (decided per overload) would let the name through
+    "addgeometrycolumn", "dropgeometrycolumn", "dropgeometrytable", "updategeometrysrid",
+    "enablelongtransactions", "disablelongtransactions", "postgis_extensions_upgrade", "lockrow",
+    "unlockrows", "addauth", "checkauth", "gettransactionid"})
 # Grammar that sqlglot renders like a call but PostgreSQL's parser handles itself (no pg_proc entry).
 SYNTAX_FORMS = frozenset({
     "cast", "try_cast", "coalesce", "greatest", "least", "nullif", "trim", "row", "array", "grouping",
@@ -63,15 +68,20 @@ SYNTAX_FORMS = frozenset({
     "json", "json_scalar", "json_serialize", "json_query", "json_value", "json_exists", "json_table",
     "any", "all", "some", "in", "values", "interval"})
 
-# The catalogue query: a name is allowed when every routine of that name (any schema, any overload) is
-# a function, aggregate or window function the role may execute and is not volatile.
-CATALOGUE_QUERY = """
+# One routine (one overload) the reader may keep: a function, aggregate or window function that is not
+# volatile. Everything else is revoked routine by routine (fixture.py), so a name whose overloads differ
+# (PostGIS topology adds a volatile ``geometry(topogeometry)`` beside the ``geometry(text)`` cast every
+# WKT literal needs) keeps its safe overloads and loses the volatile one.
+SAFE_ROUTINE = """(p.prokind IN ('f', 'a', 'w')
+                AND (p.provolatile <> 'v' OR p.proname = ANY(%(harmless)s))
+                AND NOT p.proname = ANY(%(never)s))"""
+# The guard's allow-list, by name (sqlglot cannot resolve overloads): a name with at least one safe
+# routine the role may execute. A volatile overload of such a name is still stopped by its revoke.
+CATALOGUE_QUERY = f"""
 SELECT p.proname
 FROM pg_proc p
 GROUP BY p.proname
-HAVING bool_and(p.prokind IN ('f', 'a', 'w')
-                AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')
-                AND (p.provolatile <> 'v' OR p.proname = ANY(%(harmless)s)))
+HAVING bool_or({SAFE_ROUTINE} AND has_function_privilege(%(role)s, p.oid, 'EXECUTE'))
 """
 # PostgreSQL operators are runs of these characters (outside strings and comments).
 _OPERATOR_CHARS = frozenset("+-*/<>=~!@#%^&|`?")
@@ -87,18 +97,31 @@ class FunctionPolicy:
     """The functions the reader role may call in one database, by name (as in ``pg_proc.proname``)."""
 
     allowed: frozenset[str]
+    # Every name in pg_proc. A call to a name the database does not have at all (a model's invented
+    # ``ST_Sum``) cannot run anything: it is sent, and PostgreSQL's 42883 "function does not exist" makes
+    # it an exec_error, which is what it is, rather than a refusal that would count as an unsafe query.
+    known: frozenset[str] = frozenset()
 
     @classmethod
     def from_catalogue(cls, conn: Any, role: str) -> FunctionPolicy:
         """Build from ``pg_proc`` on an open psycopg connection to the database, for ``role``."""
-        rows = conn.execute(CATALOGUE_QUERY, {"role": role, "harmless": sorted(HARMLESS_VOLATILE)}).fetchall()
-        return cls(frozenset(r[0] for r in rows) - NEVER_ALLOWED)
+        rows = conn.execute(CATALOGUE_QUERY, {"role": role, **catalogue_parameters()}).fetchall()
+        known = conn.execute("SELECT DISTINCT proname FROM pg_proc").fetchall()
+        return cls(frozenset(r[0] for r in rows) - NEVER_ALLOWED, frozenset(r[0] for r in known))
 
-    def permits(self, name: str) -> bool:
-        return name in self.allowed or name in SYNTAX_FORMS
+    def permits(self, name: str, *, invented: bool = False) -> bool:
+        """``invented``: the call is one sqlglot does not know either (``exp.Anonymous``)."""
+        if name in self.allowed or name in SYNTAX_FORMS:
+            return True
+        return invented and bool(self.known) and name not in self.known and name not in NEVER_ALLOWED
 
 
 NO_FUNCTIONS = FunctionPolicy(frozenset())
+
+
+def catalogue_parameters() -> dict[str, list[str]]:
+    """The query parameters of ``SAFE_ROUTINE``."""
+    return {"harmless": sorted(HARMLESS_VOLATILE), "never": sorted(NEVER_ALLOWED)}
 
 
 @dataclass(frozen=True)
@@ -205,7 +228,7 @@ def _classify_tree(statements: list[exp.Expr], functions: FunctionPolicy) -> Cla
             return Classification(False, "row locks (FOR UPDATE/SHARE) are not allowed")
         if isinstance(node, exp.Func):
             name = called_name(node)
-            if name is not None and not functions.permits(name):
+            if name is not None and not functions.permits(name, invented=isinstance(node, exp.Anonymous)):
                 return Classification(False, f"function {name}() is not on the allow-list of the reader role "
                                              "(volatile, not executable, or runs a query)")
     return Classification(True)

@@ -15,10 +15,10 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from harness.db import watchdog
 from harness.db.server import ConnInfo, Server, exit_on_sigterm
 from harness.errors import ProvisionError
 
@@ -176,12 +176,7 @@ class LocalCluster(Server):
             self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"],
                       what="pg_ctl stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
-        if self._watchdog is not None and self._watchdog.poll() is None:
-            self._watchdog.terminate()
-            try:
-                self._watchdog.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._watchdog.kill()
+        watchdog.stop(self._watchdog)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _pick_os_user(self) -> pwd.struct_passwd | None:
@@ -210,7 +205,4 @@ class LocalCluster(Server):
 
     def _start_watchdog(self) -> None:
         """A detached process that tears the cluster down if this process dies without cleaning up."""
-        argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), "local", str(self.bindir),
-                str(self.root)]
-        self._watchdog = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._watchdog = watchdog.start("local", str(self.bindir), str(self.root))

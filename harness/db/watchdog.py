@@ -17,6 +17,23 @@ import time
 from pathlib import Path
 
 
+def start(*args: str) -> subprocess.Popen[bytes]:
+    """This reaper, detached (its own session), watching the current process."""
+    argv = [sys.executable, "-m", "harness.db.watchdog", str(os.getpid()), *args]
+    return subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """End a reaper after a clean stop (it has nothing left to do)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -121,3 +121,18 @@ def test_settings_and_prepared_statements_do_not_leak(mini_fixtures, vdb, monkey
         assert after.result.rows[0] != ("leaked",) and after.result.rows[0][1] == "1500ms"
     finally:
         ex.close()
+
+
+def test_an_invented_function_is_sent_and_fails_as_undefined(mini_fixtures, vdb):
+    """A name no pg_proc row has (a model's ST_Sum) runs nothing: it is an exec_error 42883, not a refusal
+    that the gate would count as an unsafe query; a refused real name stays refused."""
+    policy = mini_fixtures.functions(vdb)
+    assert classify("SELECT st_sum(population) FROM district", functions=policy).allowed
+    assert not classify("SELECT setseed(0.5)", functions=policy).allowed
+    ex = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=2000, functions=policy)
+    try:
+        run = ex.run("SELECT ST_Sum(1)")
+    finally:
+        ex.close()
+    assert (run.status, run.sqlstate) == ("exec_error", "42883")
+
