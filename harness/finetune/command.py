@@ -82,7 +82,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     best = (f"; best dev {res.best.metric} {res.best.value:.3f} at step {res.best.step} "
             f"(degenerate {res.best.degenerate_rate:.3f})" if res.best else "")
     print(f"adapter written to {res.adapter_dir} ({res.examples} examples, {res.steps} steps, loss "
-          f"{res.first_loss:.3f} -> {res.last_loss:.3f}, {res.seconds:.0f} s, {res.seconds_per_step:.3f} s/step, "
-          f"{res.tokens_per_second:.0f} tokens/s{best}); curve in {res.adapter_dir / CURVE_FILE}; evaluate with "
+          f"{res.first_loss:.3f} -> {res.last_loss:.3f}, {res.seconds:.0f} s of which {res.dev_seconds:.0f} s dev scoring; "
+          f"training {res.seconds_per_step:.3f} s/step, {res.tokens_per_second:.0f} tokens/s{best}); curve in {res.adapter_dir / CURVE_FILE}; evaluate with "
           f"--model lora:{res.adapter_dir}")
     return 0

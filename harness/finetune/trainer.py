@@ -73,6 +73,7 @@ class FinetuneResult:
     best: DevScore | None = None
     tokens: int = 0  # real (unpadded) tokens trained on in this call
     curve: tuple[DevScore, ...] = field(default=())
+    dev_seconds: float = 0.0  # of ``seconds``, spent scoring the dev split
 
 
 def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | str,
@@ -97,19 +98,21 @@ def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | 
     trainer = _make_trainer(model, ExampleDataset(examples), collator, out, config, total_steps, every, keeper,
                             progress)
     t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=_resume_point(out, resume))
+    resume_from = _resume_point(out, resume)
+    first_step = int(resume_from.rsplit("-", 1)[1]) if resume_from else 0
+    output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - t0
     if dev is not None and (not keeper.curve or keeper.curve[-1].step != total_steps):
         keeper.score(trainer.model, total_steps)
     final = best_dir if keeper.best_step is not None else None
     _write_adapter(trainer.model, out, final, base_ref, base_path, tmpl, config)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    steps_done = max(1, trainer.state.global_step)
+    training = max(output.metrics.get("train_runtime", seconds) - keeper.seconds, 1e-9)
+    steps_run = max(1, trainer.state.global_step - first_step)
     result = FinetuneResult(out, trainer.state.global_step, len(examples), losses[0] if losses else float("nan"),
-                            losses[-1] if losses else float("nan"), seconds,
-                            collator.tokens_seen / max(output.metrics.get("train_runtime", seconds), 1e-9),
-                            seconds / steps_done, summarise_curve(keeper.curve), collator.tokens_seen,
-                            tuple(keeper.curve))
+                            losses[-1] if losses else float("nan"), seconds, collator.tokens_seen / training,
+                            training / steps_run, summarise_curve(keeper.curve), collator.tokens_seen,
+                            tuple(keeper.curve), keeper.seconds)
     _write_curve(out, result, config, trainer.state.log_history)
     return result
 
@@ -205,6 +208,7 @@ class _BestKeeper:
         self.tokenizer, self.template, self.dev, self.best_dir, self.every = tokenizer, template, dev, best_dir, every
         self.curve: list[DevScore] = []
         self.best_step: int | None = None
+        self.seconds = 0.0  # spent scoring the dev split: not training, kept out of tokens/s and s/step
         self._load_previous()
 
     def _load_previous(self) -> None:  # a resumed run keeps the curve and best of the run it resumes
@@ -217,6 +221,7 @@ class _BestKeeper:
     def score(self, model: Any, step: int) -> None:
         if self.dev is None:
             return
+        t0 = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
@@ -226,6 +231,7 @@ class _BestKeeper:
             self.tokenizer.padding_side = "right"
             if was_training:
                 model.train()
+            self.seconds += time.perf_counter() - t0
         self.curve.append(s)
         log.info("step %d: dev %s %.3f, degenerate %.3f", step, s.metric, s.value, s.degenerate_rate)
         if summarise_curve(self.curve) is s:
@@ -285,7 +291,7 @@ def _write_curve(out: Path, result: FinetuneResult, config: FinetuneConfig, hist
     loss = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history if "loss" in h]
     record = {"config": asdict(config), "examples": result.examples, "steps": result.steps,
               "seconds": round(result.seconds, 1), "seconds_per_step": round(result.seconds_per_step, 4),
-              "tokens_per_second": round(result.tokens_per_second, 1),
+              "tokens_per_second": round(result.tokens_per_second, 1), "dev_seconds": round(result.dev_seconds, 1),
               "best": asdict(result.best) if result.best else None,
               "dev_curve": [asdict(c) for c in result.curve],
               "loss": loss}

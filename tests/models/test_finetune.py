@@ -51,6 +51,7 @@ def test_finetune_keeps_the_best_checkpoint_and_writes_its_curve(tmp_path, tiny_
     assert [c.step for c in res.curve] == [2, 4]
     assert all(c.metric == "exact_match" and c.n == 2 for c in res.curve)
     assert res.best is not None and res.best.step in (2, 4) and res.tokens_per_second > 0
+    assert 0 < res.dev_seconds < res.seconds  # dev scoring is timed apart from training
     curve = json.loads((out / CURVE_FILE).read_text())
     assert curve["best"]["step"] == res.best.step and len(curve["loss"]) >= 1
     assert (out / "adapter_model.safetensors").stat().st_size > 0
