@@ -109,7 +109,6 @@ def single(model_dir, tmp_path_factory):
     return records(out)
 
 
-@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_question_by_question(model_dir, single, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -122,7 +121,6 @@ def test_two_gloo_ranks_equal_one_process_question_by_question(model_dir, single
     assert not (tmp_path / "run-rank1").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-@pytest.mark.slow
 def test_a_killed_rank_fails_the_job_with_a_clear_message(model_dir, tmp_path):
     port = str(free_port())
     common = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "TXT2SQL_DIST_TIMEOUT": "120"}

@@ -77,7 +77,6 @@ def _mixed_predictions(path: Path, split: str) -> None:
             fh.write(json.dumps({"id": str(row.get("id", n)), "output": output}, ensure_ascii=False) + "\n")
 
 
-@pytest.mark.slow
 def test_docker_verdicts_equal_local_item_by_item(engine, tmp_path):
     from harness.pipeline import EvalConfig, evaluate
     preds = tmp_path / "preds.jsonl"
@@ -172,7 +171,6 @@ with DockerServer() as server:
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["exit", "SIGINT", "SIGTERM", "SIGKILL"])
 def test_no_container_is_left(engine, how):
     """After a normal exit, Ctrl-C, SIGTERM and kill -9 (through the watchdog) the container is gone."""

@@ -130,7 +130,6 @@ def test_rows_leave_early_and_others_take_their_slots(random_fp32):
     assert steps < fixed
 
 
-@pytest.mark.slow
 def test_bf16_wobble_is_bounded(random_dir):
     """bf16: rows batched with different neighbours can round differently; each difference must sit on a
     near tie of the old path's logits, and most items must be equal."""
