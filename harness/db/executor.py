@@ -248,14 +248,20 @@ class SafeExecutor:
                 self._type_names[oid] = row[0] if row else str(oid)
         return self._type_names[oid]
 
-    def run(self, sql: str, *, parsed: exp.Expr | None = None) -> Execution:
-        """Classify, then execute. ``parsed``: the statement as sqlglot already parsed it from ``sql``."""
+    def run(self, sql: str, *, parsed: exp.Expr | None = None, budget_ms: float | None = None) -> Execution:
+        """Classify, then execute. ``parsed``: the statement as sqlglot already parsed it from ``sql``.
+        ``budget_ms``: what is left of the question's time (a prediction runs on every data variant, and the
+        statement timeout bounds the question, not each variant); never more than the statement timeout."""
         verdict = classify(sql, parsed=parsed, functions=self.functions())
         if not verdict.allowed:
             return Execution("refused", error=verdict.reason)
+        limit_ms = self.statement_timeout_ms if budget_ms is None else min(self.statement_timeout_ms, budget_ms)
+        if limit_ms <= 0:
+            return Execution("timeout", sqlstate="57014", error=f"the question's time budget of "
+                                                                f"{self.statement_timeout_ms} ms is spent")
         conn = self._session()
         t0 = time.monotonic()
-        watchdog = _Watchdog(conn, self.statement_timeout_ms / 1000, max_growth=self.max_memory_growth)
+        watchdog = _Watchdog(conn, limit_ms / 1000, max_growth=self.max_memory_growth)
         try:
             with watchdog:
                 return self._outcome(conn, sql, t0, watchdog)

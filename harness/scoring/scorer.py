@@ -179,12 +179,12 @@ class Scorer:
                 self._catalogs[q.db] = None
         return self._catalogs[q.db]
 
-    def execute(self, vdb: VariantDatabase, sql: str) -> Execution:
+    def execute(self, vdb: VariantDatabase, sql: str, *, budget_ms: float | None = None) -> Execution:
         """Run with infrastructure-fault handling: a dead server is restarted and the query retried; a
         query that only killed its own session is an error of that query. Never a silent model failure."""
         for attempt in range(MAX_INFRA_RETRIES + 1):
             try:
-                return self._executor(vdb).run(sql, parsed=self._trees.get(sql))
+                return self._executor(vdb).run(sql, parsed=self._trees.get(sql), budget_ms=budget_ms)
             except ConnectionLost as exc:
                 self._executors.pop(vdb.dbname, None)
                 if self.server.is_alive():
@@ -259,9 +259,10 @@ class Scorer:
             return Judgement(Status.DEGENERATE, error=prediction.details.get("degenerate", "the SQL is a loop"))
         self._trees = {sql: prediction.parsed} if prediction.parsed is not None else {}
         try:
-            runs = []
-            for vdb in self.fixtures.variants(q.db):
-                run = self.execute(vdb, sql)
+            runs: list[Execution] = []
+            for vdb in self.fixtures.variants(q.db):  # one time budget for the question, over all variants
+                spent_ms = 1000 * sum(r.seconds for r in runs)
+                run = self.execute(vdb, sql, budget_ms=self.options.statement_timeout_ms - spent_ms)
                 runs.append(run)
                 if run.status != "ok":
                     sqlstate = f"SQLSTATE {run.sqlstate}: " if run.sqlstate else ""

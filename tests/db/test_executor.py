@@ -96,6 +96,18 @@ def test_slow_rows_are_bounded_by_one_budget_not_one_per_fetch(slow_reader):
     assert time.monotonic() - t0 < 1.0 + 1.5
 
 
+def test_a_question_has_one_budget_over_its_data_variants(reader):
+    """A prediction runs on every data variant; what the earlier variants spent is taken from the budget
+    of the next (the scorer passes it), so a question, not each variant, is bounded by the timeout."""
+    t0 = time.monotonic()
+    outcome = reader.run("SELECT count(*) FROM generate_series(1, 1000) a, generate_series(1, 1000) b, "
+                         "generate_series(1, 1000) c", budget_ms=300)
+    assert outcome.status == "timeout" and time.monotonic() - t0 < 0.3 + 1.5, outcome
+    spent = reader.run("SELECT 1", budget_ms=0)
+    assert spent.status == "timeout" and "budget" in (spent.error or "")
+    assert reader.run("SELECT 1", budget_ms=5_000_000).status == "ok"  # never more than the statement timeout
+
+
 def test_geos_work_that_ignores_the_timeout_is_abandoned_at_the_budget(slow_reader):
     """ST_Buffer with 50M segments per quadrant runs in GEOS, which does not look at statement_timeout
     (6.9 s against a 2 s timeout in issue 11); the watchdog's cancel and, failing that, abandoning the
