@@ -63,7 +63,15 @@ def _restore(name: str, value: str | None) -> None:
 
 
 def containers_of(client, owner: str) -> list[str]:
-    """What ``podman ps -a`` / ``docker ps -a`` shows of one harness run's containers."""
+    """What ``podman ps -a`` / ``docker ps -a`` shows of one harness run's containers. A container removed
+    while the list is read (the reaper at work) makes podman answer 500 "no such container": read again."""
+    import docker.errors
+
+    for _ in range(20):
+        try:
+            return [c.id for c in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
+        except (docker.errors.NotFound, docker.errors.APIError):
+            time.sleep(0.25)
     return [c.id for c in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
 
 

@@ -54,13 +54,13 @@ def inject(monkeypatch, at: set[int], then=None) -> list[int]:
     calls = {"n": 0}
     killed: list[int] = []
 
-    def execute(self, vdb, sql):
+    def execute(self, vdb, sql, **kwargs):
         calls["n"] += 1
         if calls["n"] in at:
             killed.append(kill_postmaster(self.server))
             if then is not None:
                 then(self.server)
-        return original(self, vdb, sql)
+        return original(self, vdb, sql, **kwargs)
 
     monkeypatch.setattr(Scorer, "execute", execute)
     return killed
