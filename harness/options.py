@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.finetune.trainer import FinetuneConfig
 from harness.gate.gate import GateConfig
 from harness.models.base import BackendOptions, GenerationConfig
 from harness.pipeline import EvalConfig
 
-EVAL, GATE, PYTEST = "eval", "gate", "pytest"
+EVAL, GATE, PYTEST, FINETUNE = "eval", "gate", "pytest", "finetune"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,21 @@ def batch_size(text: str) -> int:
 
 
 _KINDS[batch_size] = "auto or a whole number"
+
+
+def target_modules(text: str) -> str | tuple[str, ...]:
+    """``all-linear`` or a comma list of module names.
+
+    >>> target_modules("all-linear"), target_modules("q_proj, v_proj")
+    ('all-linear', ('q_proj', 'v_proj'))
+    """
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise ValueError(text)
+    return "all-linear" if names == ("all-linear",) else names
+
+
+_KINDS[target_modules] = "all-linear or a comma list of module names"
 
 
 @dataclass(frozen=True)
@@ -219,11 +235,32 @@ OPTIONS: tuple[Option, ...] = (
        "largest allowed rise of the refused rate (absolute fraction)", commands=(GATE, PYTEST)),
     Option("--alpha", GateConfig, "alpha", float, PROBABILITY, "significance level of the paired test",
        commands=(GATE, PYTEST)),
+    # fine-tuning (txt2sql finetune)
+    Option("--steps", FinetuneConfig, "steps", int, AT_LEAST_1, "optimizer steps (default: --epochs over the data)", commands=(FINETUNE,)),
+    Option("--epochs", FinetuneConfig, "epochs", float, Range(0, low_open=True), "passes over the data", commands=(FINETUNE,)),
+    Option("--lr", FinetuneConfig, "lr", float, Range(0, 1, low_open=True), "peak learning rate", commands=(FINETUNE,)),
+    Option("--lora-r", FinetuneConfig, "r", int, Range(1, 1024), "LoRA rank", commands=(FINETUNE,)),
+    Option("--lora-alpha", FinetuneConfig, "alpha", int, AT_LEAST_1, "LoRA alpha (when only --lora-r is given: 2 x r)", commands=(FINETUNE,)),
+    Option("--lora-dropout", FinetuneConfig, "dropout", float, Range(0, 0.9), "LoRA dropout", commands=(FINETUNE,)),
+    Option("--target-modules", FinetuneConfig, "target_modules", target_modules, help="all-linear or a comma list, "
+       "e.g. q_proj,v_proj", commands=(FINETUNE,)),
+    Option("--batch-size", FinetuneConfig, "batch_size", int, AT_LEAST_1, "examples per step per device", commands=(FINETUNE,)),
+    Option("--grad-accum", FinetuneConfig, "grad_accum", int, AT_LEAST_1, "gradient accumulation steps", commands=(FINETUNE,)),
+    Option("--warmup", FinetuneConfig, "warmup", float, Range(0, 0.9), "warm-up share of the steps", commands=(FINETUNE,)),
+    Option("--scheduler", FinetuneConfig, "scheduler", help="cosine | linear | constant_with_warmup | ...", commands=(FINETUNE,)),
+    Option("--max-length", FinetuneConfig, "max_length", int, Range(16), "tokens per example at most", commands=(FINETUNE,)),
+    Option("--evals", FinetuneConfig, "evals", int, NON_NEGATIVE, "dev scorings (= checkpoints) over the run", commands=(FINETUNE,)),
+    Option("--quantize", FinetuneConfig, "quantize", choices=("4bit",), help="QLoRA: 4-bit base (bitsandbytes, GPU)",
+           commands=(FINETUNE,)),
+    Option("--neftune-alpha", FinetuneConfig, "neftune_alpha", float, NON_NEGATIVE, "NEFTune embedding noise (e.g. 5)",
+           commands=(FINETUNE,)),
+    Option("--seed", FinetuneConfig, "seed", int, help="random seed", commands=(FINETUNE,)),
 )
 # fmt: on
 
 
 def option(flag: str) -> Option:
+    """The first declaration of ``flag`` (fine-tuning's own ``--batch-size`` and ``--quantize`` come last)."""
     return next(o for o in OPTIONS if flag in (o.flag, o.pytest_flag))
 
 
@@ -261,6 +298,14 @@ def eval_config(values: Mapping[str, Any], **fixed: Any) -> EvalConfig:
 
 def gate_config(values: Mapping[str, Any]) -> GateConfig:
     return GateConfig(**given(values, GateConfig))
+
+
+def finetune_config(values: Mapping[str, Any]) -> FinetuneConfig:
+    """``FinetuneConfig`` from parsed option values; LoRA alpha follows a given rank (2 x r) unless set."""
+    fields = given(values, FinetuneConfig, options_for(FINETUNE))
+    if "r" in fields and "alpha" not in fields:
+        fields["alpha"] = 2 * fields["r"]
+    return FinetuneConfig(**fields)
 
 
 def check_ranges(obj: Any) -> None:

@@ -105,6 +105,8 @@ def test_cli_scores_checkpoints_by_execution_on_a_real_postgis(tmp_path, tiny_mo
 
 @pytest.mark.parametrize("option", [["--lora-r", "0"], ["--lr", "5"], ["--warmup", "1.5"], ["--batch-size", "0"]])
 def test_bad_option_values_are_one_line_errors(tmp_path, capsys, option):
-    code = main(["finetune", "--out", str(tmp_path / "x"), "--benchmark", str(MINI), *option])
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", "--out", str(tmp_path / "x"), "--benchmark", str(MINI), *option])
     err = capsys.readouterr().err
-    assert code == 2 and option[0] in err and "Traceback" not in err
+    assert exited.value.code == 2 and option[0] in err and "out of range" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
