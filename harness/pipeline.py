@@ -131,7 +131,6 @@ def build_backend(config: EvalConfig) -> ModelBackend:
 
 def generate(backend: ModelBackend, config: EvalConfig,
              questions: Sequence[Question]) -> dict[str, Generation]:
-    from harness.models.registry import resolve_template
     from harness.prompts.templates import render_prompt
     template = resolve_template(backend, config.options)
     prompts = [render_prompt(q, template) for q in questions]

@@ -93,7 +93,7 @@ class RightPaddingCollator:
 
 
 class ExampleDataset:
-    """A map-style dataset of dicts, with the lengths the length-grouped sampler asks for."""
+    """A map-style dataset of dicts (the length-grouped sampler measures their ``input_ids``)."""
 
     def __init__(self, examples: Sequence[Example]) -> None:
         self.examples = list(examples)
@@ -104,7 +104,3 @@ class ExampleDataset:
     def __getitem__(self, i: int) -> dict[str, Any]:
         ex = self.examples[i]
         return {"input_ids": ex.input_ids, "labels": ex.labels}
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(e.input_ids) for e in self.examples]

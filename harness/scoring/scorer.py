@@ -166,8 +166,10 @@ class Scorer:
 
     def _executor(self, vdb: VariantDatabase) -> SafeExecutor:
         if vdb.dbname not in self._executors:
+            # the allow-list built at provisioning: no executor (nor a restarted one) reads pg_proc again
             self._executors[vdb.dbname] = SafeExecutor(self.fixtures.reader(vdb), row_cap=self.options.row_cap,
-                                                       statement_timeout_ms=self.options.statement_timeout_ms)
+                                                       statement_timeout_ms=self.options.statement_timeout_ms,
+                                                       functions=self.fixtures.functions(vdb))
         return self._executors[vdb.dbname]
 
     def _catalog(self, q: Question) -> SchemaCatalog | None:
