@@ -312,9 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write-lengths", action="store_true", help="regenerate hangzhou_lengths.json and exit")
     ap.add_argument("--sharded", action="store_true", help="issue 14: the harness path sharded over the ranks "
                     "of a torchrun launch (bf16; --items questions)")
+    ap.add_argument("--gens-out", default=None, help="with --sharded: rank 0 writes every generation here")
+    ap.add_argument("--compare", nargs=2, metavar="GENS", help="compare two --gens-out files item by item")
+    ap.add_argument("--min-equal", type=float, default=1.0, help="with --compare: share that must be equal")
     args = ap.parse_args(argv)
     if args.write_lengths:
         return write_lengths()
+    if args.compare:
+        return compare_generations(args.compare, args.min_equal)
     if args.smoke:
         import torch
 
@@ -389,20 +394,25 @@ def run_sharded(args: argparse.Namespace) -> None:
     backend = HFBackend(model, tok, spec=f"random:{args.shape}", fingerprint="random")
     work = workload(args.items, SHAPES[args.shape][5])
     warm_up(backend, work)
-    mine = distributed.shards([len(p.identity()) for p in work.prompts], world)[rank]
+    # the engine's row index counts the prompts this process passes: its shard, or all of them in order
+    mine = (distributed.shards([len(p.identity()) for p in work.prompts], world)[rank] if group
+            else list(range(len(work.prompts))))
     stops = torch.tensor([work.stops[i] for i in mine], device=model.device)
-    backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
+    question = torch.tensor(mine, device=model.device)
+    backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, question[items])
+    print(json.dumps({"rank": rank, "items": len(mine), "weights_sum": weights_sum(model)}), flush=True)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=0)
     if group:
         distributed.gather(None, group)  # start together
     _sync(device)
     t0 = time.perf_counter()
-    if group:
-        gens = distributed.generate_sharded(backend, work.prompts, config, None, group)
-    else:
-        gens = backend.generate(work.prompts, config)
+    gens = _generate_all(backend, work, config, group)
     _sync(device)
     wall = time.perf_counter() - t0
+    free = None
+    if args.gens_out:  # the model's own greedy choices too (no forcing): the numerics, not only the plumbing
+        backend.logits_hook = None
+        free = _generate_all(backend, work, GenerationConfig(max_new_tokens=32, batch_size=0), group)
     if rank == 0 and gens is not None:
         line = json.dumps({"shape": args.shape, "path": "harness-sharded", "world": world, "items": len(gens),
                            "useful_tokens": work.useful, "wall_s": round(wall, 2),
@@ -412,7 +422,44 @@ def run_sharded(args: argparse.Namespace) -> None:
         if args.out:
             with open(args.out, "a") as f:
                 f.write(line + "\n")
+        if args.gens_out and free is not None:
+            _write_generations(args.gens_out, gens)
+            _write_generations(args.gens_out.removesuffix(".jsonl") + "-free.jsonl", free)
     distributed.finish()
+
+
+def _generate_all(backend: Any, work: Workload, config: GenerationConfig, group: Any) -> list[Any] | None:
+    """Every generation (on rank 0; None on the other ranks of a launch)."""
+    from harness import distributed
+
+    if group:
+        return distributed.generate_sharded(backend, work.prompts, config, None, group)
+    return backend.generate(work.prompts, config)
+
+
+def _write_generations(path: str, gens: list[Any]) -> None:
+    with open(path, "w") as f:
+        for g in gens:
+            f.write(json.dumps({"id": g.id, "text": g.text, "finish_reason": g.finish_reason,
+                                "tokens_out": g.tokens_out}) + "\n")
+
+
+def weights_sum(model: Any) -> float:
+    """A fingerprint of the random weights: every rank must build the same model."""
+    return float(sum(p.detach().float().sum() for p in model.parameters()))
+
+
+def compare_generations(paths: list[str], min_equal: float) -> None:
+    """Question-by-question equality of two ``--gens-out`` files (1 GPU against N); exit 1 when a question
+    is missing from either, or fewer than ``min_equal`` of them are equal (1.0 for forced tokens; the
+    model's own bf16 choices may wobble with batch composition: tests/models/test_engine.py bounds it)."""
+    runs = [{r["id"]: r for r in map(json.loads, Path(p).read_text().splitlines())} for p in paths]
+    first, other = runs
+    differ = sorted((i for i in first if first[i] != other.get(i)), key=int)
+    print(json.dumps({"compared": paths, "items": len(first), "other_items": len(other),
+                      "equal": len(first) - len(differ), "differ": differ[:20]}), flush=True)
+    if len(first) - len(differ) < min_equal * len(first) or first.keys() != other.keys():
+        raise SystemExit(1)
 
 
 def write_lengths() -> None:
