@@ -64,12 +64,25 @@ _PUBLIC: dict[str, Mode] = {
     _DOLLAR: "dollar_quote",
 }
 
+# Inside a literal, identifier or block comment only a few characters matter; each leads to a state
+# that reads the next character (a doubled quote or the end, an escaped character, a nested or closing
+# comment). One table, so that every body is skipped by the same code (``_body``, through ``_BODY``:
+# the pattern that finds those characters, and where each leads).
+_LEADS: dict[str, dict[str, str]] = {
+    _STRING: {"'": _STRING_QUOTE},
+    _ESTRING: {"'": _ESTRING_QUOTE, "\\": _ESTRING_BACKSLASH},
+    _IDENT: {'"': _IDENT_QUOTE},
+    _BLOCK: {"*": _BLOCK_STAR, "/": _BLOCK_SLASH},
+}
+_BODY = {state: (re.compile(f"[{re.escape(''.join(leads))}]"), leads) for state, leads in _LEADS.items()}
+# After a quote that may close a literal or identifier: the same quote again is a doubled one (the body
+# goes on), anything else follows the end (``_after_quote``).
+_REOPEN: dict[str, tuple[str, str]] = {
+    _STRING_QUOTE: ("'", _STRING), _ESTRING_QUOTE: ("'", _ESTRING), _IDENT_QUOTE: ('"', _IDENT),
+}
+
 _SPECIAL = "'\"$/-"
-_STRING_END = re.compile("'")
-_ESTRING_STOP = re.compile(r"['\\]")
-_IDENT_END = re.compile('"')
 _LINE_END = re.compile(r"[\n\r]")
-_BLOCK_STOP = re.compile(r"[*/]")
 _TAG_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*")
 _TAG_CONT = re.compile(r"[A-Za-z0-9_\u0080-\U0010ffff]*")
 
@@ -106,11 +119,11 @@ class SqlScanner:
         self._buf, self._base, self._stop = "", 0, -1  # the chunk being scanned (after _tail), its offset
         self._handlers: dict[str, Callable[[str, int], int]] = {
             _CODE: self._code, _CODE_DASH: self._code_dash, _CODE_SLASH: self._code_slash,
-            _DOLLAR_TAG: self._dollar_tag, _STRING: self._string, _STRING_QUOTE: self._string_quote,
-            _ESTRING: self._estring, _ESTRING_QUOTE: self._estring_quote,
-            _ESTRING_BACKSLASH: self._estring_backslash, _IDENT: self._ident, _IDENT_QUOTE: self._ident_quote,
-            _LINE_COMMENT: self._line_comment, _BLOCK: self._block, _BLOCK_STAR: self._block_star,
-            _BLOCK_SLASH: self._block_slash, _DOLLAR: self._dollar,
+            _DOLLAR_TAG: self._dollar_tag, _STRING: self._body, _STRING_QUOTE: self._after_quote,
+            _ESTRING: self._body, _ESTRING_QUOTE: self._after_quote, _ESTRING_BACKSLASH: self._estring_backslash,
+            _IDENT: self._body, _IDENT_QUOTE: self._after_quote, _LINE_COMMENT: self._line_comment,
+            _BLOCK: self._body, _BLOCK_STAR: self._block_star, _BLOCK_SLASH: self._block_slash,
+            _DOLLAR: self._dollar,
         }
 
     @property
@@ -208,45 +221,26 @@ class SqlScanner:
             return self._enter(_DOLLAR, i + 1)
         return self._enter(_CODE, i)  # '$1' or '$x+': a parameter or a name, not a quote
 
-    # ------------------------------------------------------------------ literals and identifiers
+    # ------------------------------------------------------------------ literals, identifiers, comment bodies
 
-    def _string(self, buf: str, i: int) -> int:
-        m = _STRING_END.search(buf, i)
-        return len(buf) if m is None else self._enter(_STRING_QUOTE, m.end())
+    def _body(self, buf: str, i: int) -> int:
+        """Inside a literal, identifier or block comment: on to the next character that matters."""
+        stop, leads = _BODY[self._state]
+        m = stop.search(buf, i)
+        return len(buf) if m is None else self._enter(leads[m.group(0)], m.end())
 
-    def _string_quote(self, buf: str, i: int) -> int:
-        return self._enter(_STRING, i + 1) if buf[i] == "'" else self._close(i)
-
-    def _estring(self, buf: str, i: int) -> int:
-        m = _ESTRING_STOP.search(buf, i)
-        if m is None:
-            return len(buf)
-        return self._enter(_ESTRING_QUOTE if m.group(0) == "'" else _ESTRING_BACKSLASH, m.end())
-
-    def _estring_quote(self, buf: str, i: int) -> int:
-        return self._enter(_ESTRING, i + 1) if buf[i] == "'" else self._close(i)
+    def _after_quote(self, buf: str, i: int) -> int:
+        quote, body = _REOPEN[self._state]
+        return self._enter(body, i + 1) if buf[i] == quote else self._close(i)
 
     def _estring_backslash(self, buf: str, i: int) -> int:
         return self._enter(_ESTRING, i + 1)
-
-    def _ident(self, buf: str, i: int) -> int:
-        m = _IDENT_END.search(buf, i)
-        return len(buf) if m is None else self._enter(_IDENT_QUOTE, m.end())
-
-    def _ident_quote(self, buf: str, i: int) -> int:
-        return self._enter(_IDENT, i + 1) if buf[i] == '"' else self._close(i)
 
     # ------------------------------------------------------------------ comments and dollar quotes
 
     def _line_comment(self, buf: str, i: int) -> int:
         m = _LINE_END.search(buf, i)
         return len(buf) if m is None else self._close(m.start())  # the newline itself is code
-
-    def _block(self, buf: str, i: int) -> int:
-        m = _BLOCK_STOP.search(buf, i)
-        if m is None:
-            return len(buf)
-        return self._enter(_BLOCK_STAR if m.group(0) == "*" else _BLOCK_SLASH, m.end())
 
     def _block_star(self, buf: str, i: int) -> int:
         c = buf[i]
