@@ -39,6 +39,8 @@ from harness.models.stopping import LoopWatch, RowStopper
 if TYPE_CHECKING:
     import torch
 
+    from harness.models.base import GenerationConfig
+
 log = logging.getLogger(__name__)
 
 # Refill when this share of the slots is free (or nothing is running): one prefill for several rows.
@@ -292,20 +294,19 @@ class _State:
 class Engine:
     """Greedy (or sampled) decoding of many prompts through a fixed number of slots; see the module doc.
 
+    ``config`` gives the token budget, the temperature and whether to watch for loops (``stop_on_loop``);
     ``make_stopper(item)`` gives each row its ``RowStopper``; ``run`` yields the rows that end at each step.
     ``logits_hook(logits, items, counts)`` may rewrite a step's logits (the throughput benchmark forces
     EOS with it); ``counts`` is how many tokens each row has generated before this one. ``compile``: the
     decoding step runs through ``torch.compile`` (``--compile``).
     """
 
-    def __init__(self, model: Any, *, pad_id: int, max_new_tokens: int, temperature: float = 0.0,
-                 stop_loop: bool = True, make_stopper: Callable[[int], RowStopper],
-                 logits_hook: LogitsHook | None = None, compile: bool = False) -> None:
+    def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
+                 make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
+                 compile: bool = False) -> None:
         self.model = model
         self.pad_id = pad_id
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.stop_loop = stop_loop
+        self.config = config
         self.make_stopper = make_stopper
         self._done: list[Finished] = []  # rows that stopped during the current step
         self.slots = 0
@@ -325,7 +326,7 @@ class Engine:
         self.waiting = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), -i))
         self.slots = max(1, min(slots, len(encoded)))
         while self.waiting:
-            state = _State(self.slots, [None] * self.slots, LoopWatch(self.slots) if self.stop_loop else None)
+            state = _State(self.slots, [None] * self.slots, LoopWatch(self.slots) if self.config.stop_on_loop else None)
             try:
                 yield from self._loop(state)
             except Exception as exc:
@@ -425,7 +426,7 @@ class Engine:
         moving the window back happens once per many steps."""
         import torch
 
-        capacity = capacity_for(width, self.max_new_tokens)
+        capacity = capacity_for(width, self.config.max_new_tokens)
         device = like[0].device
         state.cache = SlotCache(state.slots, like, width, capacity, self.model.config)
         state.mask = torch.zeros((state.slots, capacity), dtype=torch.long, device=device)
@@ -471,8 +472,8 @@ class Engine:
 
         if self.logits_hook is not None:
             logits = self.logits_hook(logits, items, counts)
-        if self.temperature > 0:
-            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.config.temperature > 0:
+            probs = torch.softmax(logits.float() / self.config.temperature, dim=-1)
             return torch.multinomial(probs, 1)[:, 0]
         return logits.argmax(dim=-1)
 

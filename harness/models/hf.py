@@ -245,9 +245,8 @@ class HFBackend(ModelBackend):
                               sql=SqlStop(opened[item]) if config.stop_at_statement_end else None,
                               stop_loop=config.stop_on_loop)
 
-        engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, max_new_tokens=config.max_new_tokens,
-                        temperature=config.temperature, stop_loop=config.stop_on_loop,
-                        make_stopper=make_stopper, logits_hook=self.logits_hook, compile=self.compile)
+        engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
+                        logits_hook=self.logits_hook, compile=self.compile)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = {"steps": 0, "slots": slots}
         t0 = time.perf_counter()

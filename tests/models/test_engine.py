@@ -9,6 +9,7 @@ must not differ at all.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -77,8 +78,8 @@ def old_path(backend: HFBackend, prompt: Prompt, config: GenerationConfig, score
 def engine_ids(backend: HFBackend, prompts: list[Prompt], config: GenerationConfig) -> list[list[int]]:
     """Generated ids per prompt straight from the engine (EOS and max_new_tokens only)."""
     eos = frozenset(backend.eos_ids)
-    engine = Engine(backend.model, pad_id=backend.tokenizer.pad_token_id, max_new_tokens=config.max_new_tokens,
-                    stop_loop=False, make_stopper=lambda item: RowStopper(
+    engine = Engine(backend.model, pad_id=backend.tokenizer.pad_token_id,
+                    config=replace(config, stop_on_loop=False), make_stopper=lambda item: RowStopper(
                         eos_ids=eos, max_new_tokens=config.max_new_tokens, decode=str, sql=None, stop_loop=False))
     out: dict[int, list[int]] = {}
     for ended in engine.run([backend.encode(p) for p in prompts], config.batch_size):
