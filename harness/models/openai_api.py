@@ -19,17 +19,13 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.errors import ModelBackendError
-from harness.models.base import (
-    BackendOptions,
-    FinishReason,
-    Generation,
-    GenerationConfig,
-    ModelBackend,
-    ProgressCallback,
-    Prompt,
-)
+from harness.models.base import Generation, ModelBackend
+
+if TYPE_CHECKING:  # used in annotations only
+    from harness.models.base import BackendOptions, FinishReason, GenerationConfig, ProgressCallback, Prompt
 
 log = logging.getLogger(__name__)
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeGuard, get_args
+from typing import TYPE_CHECKING, TypeGuard, get_args
 
 from harness.benchmark.jsonl import check_unicode, read_jsonl
 from harness.errors import ModelBackendError, PredictionsError
-from harness.models.base import (
-    BackendOptions,
-    FinishReason,
-    Generation,
-    GenerationConfig,
-    ModelBackend,
-    ProgressCallback,
-    Prompt,
-)
+from harness.models.base import FinishReason, Generation, ModelBackend
+
+if TYPE_CHECKING:  # used in annotations only
+    from harness.models.base import BackendOptions, GenerationConfig, ProgressCallback, Prompt
 
 _FINISH_REASONS = set(get_args(FinishReason))
 
