@@ -1,4 +1,5 @@
-"""Reading JSON Lines files (benchmark splits, predictions, imports) with one set of errors."""
+"""Reading JSON Lines files (benchmark splits, predictions, imports) and the text files beside them
+(a benchmark's schema.sql) with one set of errors."""
 
 from __future__ import annotations
 
@@ -11,16 +12,23 @@ from typing import Any
 from harness.errors import BenchmarkError
 
 
-def read_jsonl(path: Path, error: type[BenchmarkError] = BenchmarkError) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for each non-blank line. Undecodable bytes, invalid or over-deep JSON
-    raise ``error`` naming the file and line; a UTF-8 byte-order mark is tolerated."""
+def read_text(path: Path, error: type[BenchmarkError] = BenchmarkError) -> str:
+    """The file's text with universal newlines, as a text-mode file reads it; a UTF-8 byte-order mark is
+    tolerated, undecodable bytes raise ``error`` naming the file and line."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(path, f"is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); save it as UTF-8",
                     line=raw.count(b"\n", 0, exc.start) + 1) from None
-    with io.StringIO(text, newline=None) as fh:  # universal newlines, as a text-mode file reads them
+    with io.StringIO(text, newline=None) as fh:
+        return fh.read()
+
+
+def read_jsonl(path: Path, error: type[BenchmarkError] = BenchmarkError) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a ``read_text`` file. Undecodable bytes,
+    invalid or over-deep JSON raise ``error`` naming the file and line."""
+    with io.StringIO(read_text(path, error)) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

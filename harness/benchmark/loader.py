@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.benchmark.jsonl import check_unicode, read_jsonl, text_field
+from harness.benchmark.jsonl import check_unicode, read_jsonl, read_text, text_field
 from harness.benchmark.model import Benchmark, DatabaseSpec, DataVariant, Question
 from harness.errors import BenchmarkError
 
@@ -58,7 +58,7 @@ def _database(name: str, folder: Path) -> DatabaseSpec:
         variants = (DataVariant("data", folder / "data.sql"),)
     else:
         variants = (DataVariant("empty", None),)
-    return DatabaseSpec(name, schema, variants)
+    return DatabaseSpec(name, schema, read_text(schema), variants)
 
 
 def available_splits(root: Path) -> list[str]:

@@ -34,19 +34,20 @@ class DataVariant:
 
 @dataclass(frozen=True)
 class DatabaseSpec:
+    """One database of a benchmark: its schema and the data variants loaded on it."""
+
     name: str
     schema_path: Path
+    # The schema file's text, read once when the benchmark loads: the prompt contexts, the fixture (once
+    # per variant) and the scorer's catalog (after generation, maybe hours later) all see the same text.
+    schema_sql: str
     variants: tuple[DataVariant, ...]
-
-    @property
-    def schema_sql(self) -> str:
-        return self.schema_path.read_text(encoding="utf-8")
 
     def variant_label(self, name: str) -> str:
         """How diffs and errors name a data variant: its data file, relative to the database folder,
         or ``schema.sql`` when the data sits in the schema file (the variant has no file of its own).
 
-        >>> spec = DatabaseSpec("default", Path("b/schema.sql"), (DataVariant("v1", Path("b/data/v1.sql")),
+        >>> spec = DatabaseSpec("default", Path("b/schema.sql"), "", (DataVariant("v1", Path("b/data/v1.sql")),
         ...                     DataVariant("empty", None)))
         >>> spec.variant_label("v1"), spec.variant_label("empty")
         ('data/v1.sql', 'schema.sql')

@@ -77,6 +77,17 @@ def test_not_a_benchmark(tmp_path):
         load_benchmark(tmp_path, "test")
 
 
+def test_schema_is_read_once_at_load_and_undecodable_bytes_name_the_file(tmp_path):
+    root = write(tmp_path, [GOOD])
+    ddl = (MINI / "schema.sql").read_text(encoding="utf-8")
+    b = load_benchmark(root, "test")
+    (root / "schema.sql").write_text("-- edited after loading\n", encoding="utf-8")
+    assert b.databases["default"].schema_sql == ddl  # what the run uses is what was loaded
+    (root / "schema.sql").write_bytes("CREATE TABLE t (a int);\n-- 坏\n".encode("gbk"))
+    with pytest.raises(BenchmarkError, match=r"schema.sql:2: is not UTF-8"):
+        load_benchmark(root, "test")
+
+
 def test_several_databases_need_db_field(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "databases" / name).mkdir(parents=True)
