@@ -176,8 +176,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
             finally:
                 scorer.close()
             after = fixtures.checksums()
-            summary = summarise(items, benchmark=benchmark, model=config.model,
-                                fingerprint=backend.fingerprint, fixture_intact=(before == after),
+            summary = summarise(items, benchmark=benchmark, model=config.model, fixture_intact=(before == after),
                                 variants=max(len(d.variants) for d in benchmark.databases.values()),
                                 generation_seconds=gen_seconds, server=server, admin=fixtures)
             summary = replace(summary, run=run_info(backend.describe(), resolve_template(backend, config.options).name,

@@ -73,6 +73,7 @@ class ModelInfo:
     dtype: str | None = None  # the weights' dtype as loaded (local models)
     adapter: str | None = None  # lora: the adapter directory
     adapter_base: str | None = None  # lora: the base model it was applied to
+    fingerprint: str = ""  # ModelBackend.fingerprint: equal fingerprints, same weights, adapter and options
 
 
 class ModelBackend(ABC):
@@ -105,7 +106,7 @@ class ModelBackend(ABC):
     def describe(self) -> ModelInfo:
         """The model as a run records it; by default what the spec string says (``openai:qwen-plus``)."""
         backend, _, arg = self.spec.partition(":")
-        return ModelInfo(name=arg or backend, backend=backend)
+        return ModelInfo(name=arg or backend, backend=backend, fingerprint=self.fingerprint)
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,8 @@ class HFBackend(ModelBackend):
         return self._fingerprint
 
     def describe(self) -> ModelInfo:
-        return ModelInfo(name=self.name, backend=self.spec.partition(":")[0], dtype=self.dtype)
+        return ModelInfo(name=self.name, backend=self.spec.partition(":")[0], dtype=self.dtype,
+                         fingerprint=self.fingerprint)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -151,7 +151,7 @@ class LoraBackend(ModelBackend):
 
     def describe(self) -> ModelInfo:
         return ModelInfo(name=self.adapter_dir.name, backend="lora", dtype=self.inner.dtype,
-                         adapter=str(self.adapter_dir), adapter_base=self.inner.name)
+                         adapter=str(self.adapter_dir), adapter_base=self.inner.name, fingerprint=self.fingerprint)
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig,
                  progress: ProgressCallback | None = None) -> list[Generation]:

@@ -146,7 +146,6 @@ class Summary:
     benchmark_sha256: str
     split: str
     model: str
-    model_fingerprint: str = ""
     variants: int = 1
     degenerate_rate: float = 0.0
     refused_rate: float = 0.0
@@ -169,7 +168,10 @@ class Summary:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["by_tag"] = {t: TagScore(**s) for t, s in (kwargs.get("by_tag") or {}).items()}
         run = {k: v for k, v in (kwargs.get("run") or {}).items() if k in RunInfo.__dataclass_fields__}
-        model = run.get("model") or {}
+        # Older summaries: no run.model (written before runs recorded their settings), or the fingerprint
+        # at the top level as model_fingerprint (written before it joined the model's description).
+        model = {"name": "", "backend": "", "fingerprint": data.get("model_fingerprint", "")}
+        model.update(run.get("model") or {})
         run["model"] = ModelInfo(**{k: v for k, v in model.items() if k in ModelInfo.__dataclass_fields__})
         kwargs["run"] = RunInfo(**run)
         return cls(**kwargs)

@@ -42,7 +42,7 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
-def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, fingerprint: str = "",
+def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str,
               fixture_intact: bool | None = None, variants: int = 1, generation_seconds: float = 0.0,
               server: Any = None, admin: Any = None) -> Summary:
     scored = [i for i in items if i.scored]
@@ -67,7 +67,7 @@ def summarise(items: Sequence[ItemResult], *, benchmark: Benchmark, model: str, 
         flag_counts=dict(sorted(flags.items())),
         by_tag=by_tag, fixture_intact=fixture_intact,
         benchmark=str(benchmark.path), benchmark_sha256=benchmark.sha256, split=benchmark.split,
-        model=model, model_fingerprint=fingerprint, variants=variants,
+        model=model, variants=variants,
         degenerate_rate=_rate(sum("degenerate" in i.flags or i.status == Status.DEGENERATE for i in scored), n),
         refused_rate=_rate(sum(i.status == Status.REFUSED for i in scored), n),
         tokens_in=sum(i.tokens_in for i in items), tokens_out=sum(i.tokens_out for i in items),

@@ -84,14 +84,16 @@ def test_backends_declare_what_the_pipeline_uses(tmp_path):
     api = create_backend("openai:qwen-plus", BackendOptions(api_base="http://127.0.0.1:9/v1"))
     assert (replay.cacheable, api.cacheable) == (False, True)
     assert replay.template is None and list(replay.warnings) == []
-    assert api.describe() == ModelInfo(name="qwen-plus", backend="openai")
-    assert replay.describe() == ModelInfo(name=str(f), backend="replay")
+    assert api.describe() == ModelInfo(name="qwen-plus", backend="openai", fingerprint=api.fingerprint)
+    assert replay.describe() == ModelInfo(name=str(f), backend="replay", fingerprint=replay.fingerprint)
 
 
 def test_hf_and_lora_describe_their_model(tiny_model_dir, adapter_dir):
     hf = create_backend(f"hf:{tiny_model_dir}", BackendOptions(dtype="fp32"))
     lora = create_backend(f"lora:{adapter_dir}", BackendOptions(dtype="fp32"))
     assert hf.describe().name == tiny_model_dir.name and hf.describe().dtype == "float32"
+    assert hf.describe().fingerprint == hf.fingerprint
     info = lora.describe()
-    assert (info.backend, info.adapter, info.dtype) == ("lora", str(adapter_dir), "float32")
+    assert (info.backend, info.adapter, info.dtype, info.fingerprint) == ("lora", str(adapter_dir), "float32",
+                                                                          lora.fingerprint)
     assert info.adapter_base and info.name == adapter_dir.name

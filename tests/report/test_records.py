@@ -3,13 +3,16 @@ file of the harness (file, line, what to do)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.benchmark.jsonl import read_jsonl
 from harness.errors import BenchmarkError, RunFileError
-from harness.report.records import Run, load_run
+from harness.models.base import ModelInfo
+from harness.report.records import Run, RunInfo, load_run
 from tests.runbuilder import from_outcomes, write_run
 
 
@@ -22,6 +25,19 @@ def test_round_trip(tmp_path: Path) -> None:
     run, d = _run(tmp_path)
     loaded = load_run(d / "summary.json")
     assert loaded.summary == run.summary and loaded.items == run.items
+
+
+def test_summaries_written_before_the_fingerprint_joined_the_model_still_load(tmp_path: Path) -> None:
+    run, d = _run(tmp_path)
+    data = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+    data["model_fingerprint"] = "f" * 64  # where it stood, beside a run.model without one
+    data["run"]["model"].pop("fingerprint")
+    (d / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    assert load_run(d).summary.run.model == replace(run.summary.run.model, fingerprint="f" * 64)
+    del data["run"]  # older still: the run's settings were not recorded
+    (d / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    assert load_run(d).summary.run == RunInfo(model=ModelInfo("", "", fingerprint="f" * 64))
+    assert "not recorded" in load_run(d).summary.run.describe()
 
 
 def test_a_byte_order_mark_is_read_as_everywhere(tmp_path: Path) -> None:
