@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Score the adapter study's generations here, with the real PostGIS, and replay the deployment story.
 #   bash benchmarks/case_study/score.sh runs/study      # the folder the GPU study's tarballs were unpacked in
+#   RUNS="e5 e8" SPLITS="dev" bash benchmarks/case_study/score.sh runs/sweep   # those runs only, no gates
 # Prints one line per run (test split, and dev for the right-recipe candidates), then the two gates:
 # the right-recipe adapter against base, and the team-recipe adapter against the deployed right recipe.
 set -uo pipefail
@@ -23,6 +24,10 @@ PY
 }
 echo "| run | split | EX | EM | degenerate | truncated | unknown_column | correct / wrong / exec_error / refused / no_sql / degenerate |"
 echo "|---|---|---|---|---|---|---|---|"
+if [ -n "${RUNS:-}" ]; then  # a sweep (benchmarks/gpu/sweep.sh): each run on each split, no gates
+  for split in ${SPLITS:-dev test}; do for r in $RUNS; do score "$r" "$split"; done; done
+  exit 0
+fi
 for r in base cand-a cand-b team-recipe size-300 size-1000; do score $r test; done
 for r in cand-a cand-b; do score $r dev; done
 echo

@@ -6,6 +6,10 @@ are the harness's own, so the outputs are what ``txt2sql eval`` would have gener
 
     python benchmarks/gpu/generate.py --model lora:adapters/reference --base-model embedded \\
         --split test --out test.jsonl
+
+Under ``torchrun --nproc-per-node N`` the questions are sharded across the ranks as ``txt2sql eval`` shards
+them (harness/distributed.py) and rank 0 writes the file; ``--compare A B`` then checks two such files
+item by item (1 GPU against N).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from harness import distributed
 from harness.benchmark.loader import default_benchmark_dir, load_benchmark
 from harness.models.base import BackendOptions, GenerationConfig
 from harness.models.registry import create_backend, resolve_template
@@ -23,29 +28,55 @@ from harness.prompts.templates import render_prompt
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="a model spec (required unless --compare)")
     p.add_argument("--base-model")
     p.add_argument("--benchmark", type=Path, default=None)
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=None, help="the split's first N questions only")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--compare", nargs=2, type=Path, metavar="JSONL", help="item-by-item equality of two outputs")
     a = p.parse_args()
-    questions = load_benchmark(a.benchmark or default_benchmark_dir(), a.split).questions
+    if a.compare:
+        raise SystemExit(compare(*a.compare))
+    if a.out is None or a.model is None:
+        p.error("--model and --out are required (or --compare A B)")
+    group = distributed.init()
+    questions = load_benchmark(a.benchmark or default_benchmark_dir(), a.split).questions[:a.limit]
     options = BackendOptions(base_model=a.base_model, dtype=a.dtype)
     backend = create_backend(a.model, options)
     template = resolve_template(backend, options)
     t0 = time.perf_counter()
-    gens = backend.generate([render_prompt(q, template) for q in questions],
-                            GenerationConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size))
+    prompts = [render_prompt(q, template) for q in questions]
+    config = GenerationConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
+    if group is None:
+        gens = backend.generate(prompts, config)
+    else:
+        gathered = distributed.generate_sharded(backend, prompts, config, None, group)
+        distributed.finish()
+        if gathered is None:  # not rank 0
+            return
+        gens = gathered
     seconds = time.perf_counter() - t0
     with open(a.out, "w", encoding="utf-8") as fh:
         for g in gens:
             fh.write(json.dumps({"id": g.id, "output": g.text, "finish_reason": g.finish_reason,
                                  "tokens_in": g.tokens_in, "tokens_out": g.tokens_out}, ensure_ascii=False) + "\n")
     print(json.dumps({"model": a.model, "split": a.split, "n": len(gens), "template": template.name,
+                      "world": group.world if group else 1,
                       "seconds": round(seconds, 2), "tokens_out": sum(g.tokens_out for g in gens)}))
+
+
+def compare(first: Path, second: Path) -> int:
+    """0 when both files hold the same questions with the same outputs; prints the ones that differ."""
+    a, b = ({r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+            for path in (first, second))
+    differ = sorted(i for i in a.keys() & b.keys() if a[i] != b[i])
+    print(json.dumps({"items": len(a), "other_items": len(b), "only_one": sorted(a.keys() ^ b.keys())[:10],
+                      "equal": len(a.keys() & b.keys()) - len(differ), "differ": differ[:20]}))
+    return 0 if not differ and a.keys() == b.keys() else 1
 
 
 if __name__ == "__main__":
