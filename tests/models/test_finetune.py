@@ -110,3 +110,15 @@ def test_bad_option_values_are_one_line_errors(tmp_path, capsys, option):
     err = capsys.readouterr().err
     assert exited.value.code == 2 and option[0] in err and "out of range" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_several_gpus_without_a_launcher_train_on_one(tmp_path, monkeypatch):
+    """No DataParallel: Trainer would copy the model to every visible GPU at every step."""
+    from harness.finetune.trainer import FinetuneConfig, _one_gpu_unless_launched, _training_arguments
+
+    args = _training_arguments(tmp_path, FinetuneConfig(), total_steps=4, every=2, progress=False)
+    args._n_gpu = 2  # what TrainingArguments counts on a host with two visible GPUs
+    assert _one_gpu_unless_launched(args).n_gpu == 1
+    monkeypatch.setattr(type(args), "world_size", property(lambda self: 2))  # under torchrun: DDP, untouched
+    args._n_gpu = 2
+    assert _one_gpu_unless_launched(args).n_gpu == 2
