@@ -29,13 +29,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N steps after 5 warm-up steps")
+    ap.add_argument("--lora-dropout", type=float, default=FinetuneConfig.dropout)
+    ap.add_argument("--torch-compile", action="store_true", help="TrainingArguments(torch_compile=True)")
     ap.add_argument("--out", default=None, help="append the JSON line here")
     args = ap.parse_args()
     import torch
 
     questions = list(load_benchmark(default_benchmark_dir(), "train").questions)
-    config = replace(FinetuneConfig(), steps=args.steps, batch_size=args.batch_size, evals=1)
+    config = replace(FinetuneConfig(), steps=args.steps, batch_size=args.batch_size, evals=1,
+                     dropout=args.lora_dropout)
+    if args.torch_compile:
+        _compile_training()
     profiler = _profiler(args.profile) if args.profile else None
+    step_ends: list[float] = []
+    _add_callback(_StepClock(step_ends))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="txt2sql-ft-speed-") as out:
         if profiler is not None:
@@ -45,6 +52,8 @@ def main() -> None:
             result = finetune_questions(questions, base=args.base_model, out=out, config=config, progress=False)
     line = json.dumps({"base": args.base_model, "steps": result.steps, "batch_size": args.batch_size,
                        "seconds_per_step": round(result.seconds_per_step, 4),
+                       "median_step_s_second_half": _median_second_half(step_ends),
+                       "lora_dropout": args.lora_dropout, "torch_compile": args.torch_compile,
                        "tokens_per_second": round(result.tokens_per_second), "wall_s": round(time.perf_counter() - t0, 1),
                        "profiled": bool(profiler),
                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"})
@@ -52,6 +61,61 @@ def main() -> None:
     if args.out:
         with open(args.out, "a") as f:
             f.write(line + "\n")
+
+
+def _median_second_half(ends: list[float]) -> float | None:
+    """Steady-state seconds per step: the median gap between step ends over the run's second half
+    (warm-up, compilation and the first allocations stay out of it)."""
+    import statistics
+
+    gaps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    half = gaps[len(gaps) // 2:]
+    return round(statistics.median(half), 4) if half else None
+
+
+class _StepClock:
+    def __init__(self, ends: list[float]) -> None:
+        self.ends = ends
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        ends = self.ends
+
+        class Clock(TrainerCallback):  # type: ignore[misc]
+            def on_step_end(self, *a: Any, **k: Any) -> None:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                ends.append(time.perf_counter())
+
+        return Clock()
+
+
+def _add_callback(clock: _StepClock) -> None:
+    """Every Trainer built from now on gets the clock's callback (``finetune_questions`` builds one)."""
+    import transformers
+
+    original = transformers.Trainer.__init__
+
+    def with_callback(self: Any, *a: Any, **k: Any) -> None:
+        k["callbacks"] = [*(k.get("callbacks") or []), clock.callback()]
+        original(self, *a, **k)
+
+    transformers.Trainer.__init__ = with_callback
+
+
+def _compile_training() -> None:
+    """The finetune command's TrainingArguments with ``torch_compile=True`` (an experiment, not an option)."""
+    from harness.finetune import trainer
+
+    original = trainer._training_arguments
+
+    def compiled(*a: Any, **k: Any) -> Any:
+        return replace(original(*a, **k), torch_compile=True)
+
+    trainer._training_arguments = compiled
 
 
 def _profiler(steps: int) -> Any:
@@ -72,15 +136,11 @@ def _profiler(steps: int) -> Any:
         def on_step_end(self, *a: Any, **k: Any) -> None:
             prof.step()
 
-    import transformers
+    class Steps(_StepClock):  # the profiler steps with the Trainer's own steps
+        def callback(self) -> Any:
+            return StepProfiler()
 
-    original = transformers.Trainer.__init__
-
-    def with_callback(self: Any, *a: Any, **k: Any) -> None:
-        k["callbacks"] = [*(k.get("callbacks") or []), StepProfiler()]
-        original(self, *a, **k)
-
-    transformers.Trainer.__init__ = with_callback  # the profiler steps with the Trainer's own steps
+    _add_callback(Steps([]))
     return prof
 
 
