@@ -4,7 +4,8 @@ benchmark -> database -> prompts -> model -> extraction -> diagnostics -> execut
 
 ``evaluate`` is what ``txt2sql eval`` and the pytest plugin call. Generation is cached per
 (model fingerprint, prompt, generation config), so a re-run re-scores without regenerating and an
-interrupted run resumes where it stopped.
+interrupted run resumes where it stopped. The database is prepared in a thread while the model loads
+(``harness.db.preparation``); everything else runs in order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from harness import distributed
 from harness.benchmark.loader import load_benchmark
 from harness.benchmark.model import Benchmark, Question
-from harness.db.fixture import FixtureDatabases
+from harness.db.preparation import DatabasePreparation
 from harness.db.provision import provision
 from harness.errors import OutputDirError
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
@@ -65,6 +66,24 @@ class RunResult:
     summary: Summary
     items: tuple[ItemResult, ...]
     warnings: tuple[str, ...] = ()
+    # wall seconds per stage (see Stages), for benchmarks/perf/overhead.py; not part of the run directory
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class Stages:
+    """Wall seconds per named stage of one evaluation: ``with stages("generate"): ...``. Stages of the
+    caller's thread do not overlap; ``databases`` (prepared in its own thread) overlaps ``model load``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - t0
 
 
 class Progress:
@@ -149,25 +168,28 @@ def select_questions(config: EvalConfig) -> tuple[Benchmark, list[Question]]:
 
 
 def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunResult:
+    stages = Stages()
     benchmark, questions = select_questions(config)
     out = config.out or default_out_dir(config)
     prepare_output(out)
+    server = provision(config.db, docker_image=config.docker_image)
     own_backend = backend is None
-    backend = backend or build_backend(config)
-    warnings = list(backend.warnings)
-    try:
-        with provision(config.db, docker_image=config.docker_image) as server, \
-                FixtureDatabases(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as fixtures:
-            before = fixtures.checksums()
-            t0 = time.monotonic()
-            generations = generate(backend, config, questions)
-            gen_seconds = time.monotonic() - t0
+    with DatabasePreparation(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as databases:
+        try:
+            with stages("model load"):  # beside the database preparation
+                backend = backend or build_backend(config)
+            warnings = list(backend.warnings)
+            with stages("wait for databases"):  # a database that fails stops the run before generation
+                ready = databases.ready()
+            fixtures = ready.fixtures
+            with stages("generate"):
+                generations = generate(backend, config, questions)
             scorer = Scorer(server, fixtures, ScorerOptions(row_cap=config.row_cap, run_dir=out,
                                                             statement_timeout_ms=config.statement_timeout_ms))
             writer = RunWriter(out)
             items: list[ItemResult] = []
             try:
-                with Progress(config.progress).task("executing + scoring", len(questions)) as advance:
+                with stages("score"), Progress(config.progress).task("executing + scoring", len(questions)) as advance:
                     for q in questions:
                         item = scorer.score(q, generations.get(q.id) or Generation(q.id, "", error="no generation"))
                         writer.append(item)
@@ -175,14 +197,21 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
                         advance(1)
             finally:
                 scorer.close()
-            after = fixtures.checksums()
-            summary = summarise(items, benchmark=benchmark, model=config.model, fixture_intact=(before == after),
-                                variants=max(len(d.variants) for d in benchmark.databases.values()),
-                                generation_seconds=gen_seconds, server=server, admin=fixtures)
-            summary = replace(summary, run=run_info(backend.describe(), resolve_template(backend, config.options).name,
-                                                    config.generation))
-            writer.finish(summary)
-    finally:
-        if own_backend:
-            backend.close()
-    return RunResult(out, summary, tuple(items), tuple(warnings))
+            with stages("checksums"):
+                after = fixtures.checksums()
+            with stages("summary"):
+                summary = summarise(items, benchmark=benchmark, model=config.model,
+                                    fixture_intact=(ready.checksums == after),
+                                    variants=max(len(d.variants) for d in benchmark.databases.values()),
+                                    generation_seconds=stages.seconds["generate"], server=server, admin=fixtures)
+                summary = replace(summary, run=run_info(backend.describe(),
+                                                        resolve_template(backend, config.options).name,
+                                                        config.generation))
+            databases.release()  # the server is torn down while the report renders
+            with stages("report"):
+                writer.finish(summary)
+        finally:
+            if own_backend and backend is not None:
+                backend.close()
+    stages.seconds.update({"databases": databases.seconds, "teardown": databases.teardown_seconds})
+    return RunResult(out, summary, tuple(items), tuple(warnings), stages.seconds)

@@ -217,16 +217,20 @@ def test_data_in_schema_sql_is_named_so_in_diffs(tmp_path, pg_server):
 
 def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeypatch, mini_fixtures, pg_server):
     """The schema check (diagnose), the guard (through the executor) and exact match all receive the one
-    tree the scorer parsed, so none of them parses the prediction again."""
+    tree the scorer parsed, so none of them parses the prediction again; a gold too is parsed once, and
+    that tree reaches the guard on every data variant."""
     import harness.scoring.scorer as scorer_module
     from harness.db.executor import SafeExecutor
     from harness.models.base import Generation
     seen: dict[str, list[object]] = {"parse": [], "diagnose": [], "run": [], "exact": []}
+    parsed_text: dict[int, str] = {}
 
     def spy(name, original):
         def wrapper(*args, **kwargs):
             result = original(*args, **kwargs)
             seen[name].append(result if name == "parse" else kwargs.get("parsed"))
+            if name == "parse":
+                parsed_text[id(result)] = args[0]
             return result
         return wrapper
 
@@ -236,16 +240,131 @@ def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeyp
     monkeypatch.setattr(SafeExecutor, "run", spy("run", SafeExecutor.run))
     scorer = scorer_module.Scorer(pg_server, mini_fixtures, scorer_module.ScorerOptions())
     question = next(q for q in mini_fixtures.benchmark.questions if q.id == "names")
+    prediction = "SELECT name FROM rfgcpy WHERE ssqx LIKE '西湖%';"
     try:
-        item = scorer.score(question, Generation("names", "SELECT name FROM rfgcpy WHERE ssqx LIKE '西湖%';"))
+        item = scorer.score(question, Generation("names", prediction))
     finally:
         scorer.close()
     assert item.status == "correct" and item.exact_match is True
-    (tree,) = seen["parse"]
-    assert tree is not None
+    by_text = {parsed_text[id(t)]: t for t in seen["parse"]}
+    sql = prediction.rstrip(";")  # as extracted
+    assert len(question.golds) == 2 and len(seen["parse"]) == len(by_text) == 3
+    assert set(by_text) == {sql, *question.golds}
+    tree = by_text[sql]
+    assert all(t is not None for t in by_text.values())
     assert seen["diagnose"] == [tree] and seen["exact"] and all(t is tree for t in seen["exact"])
-    prediction_runs = [t for t in seen["run"] if t is not None]
-    assert len(prediction_runs) == 2 and all(t is tree for t in prediction_runs)  # one per data variant
+    for text, parsed in by_text.items():  # the prediction and each gold, once per data variant
+        assert [t is parsed for t in seen["run"]].count(True) == 2, text
+
+
+def test_golds_share_a_session_per_variant_and_predictions_never_do(monkeypatch, mini_fixtures, pg_server):
+    """Sessions opened while scoring: one per data variant for all the golds, one per predicted query."""
+    import harness.scoring.scorer as scorer_module
+    from harness.db.executor import SafeExecutor
+    from harness.models.base import Generation
+    opened: list[bool] = []
+    connect = SafeExecutor._connect
+
+    def counted(self):
+        opened.append(self.shared_session)
+        return connect(self)
+    monkeypatch.setattr(SafeExecutor, "_connect", counted)
+    scorer = scorer_module.Scorer(pg_server, mini_fixtures, scorer_module.ScorerOptions())
+    questions = [q for q in mini_fixtures.benchmark.questions if q.id != "broken-gold"]
+    try:
+        items = [scorer.score(q, Generation(q.id, "SELECT count(*) FROM rfgcpy;")) for q in questions]
+    finally:
+        scorer.close()
+    variants = len(mini_fixtures.variants("default"))
+    gold_runs = sum(len(q.golds) for q in questions) * variants
+    predicted_runs = sum(i.status != "exec_error" for i in items) * variants
+    assert gold_runs > variants and opened.count(True) == variants
+    assert opened.count(False) >= predicted_runs  # each predicted query's own session (+ a spare waiting)
+
+
+# --- the database is prepared beside the model load ------------------------------------------------
+
+@pytest.fixture()
+def cluster_dir(monkeypatch):
+    """This test's local clusters (TXT2SQL_TMPDIR), where the ``postgres`` OS user can reach them."""
+    import os
+    import tempfile
+    from pathlib import Path
+    root = Path(tempfile.mkdtemp(prefix="txt2sql-pipeline-"))
+    os.chmod(root, 0o755)
+    monkeypatch.setenv("TXT2SQL_TMPDIR", str(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _replay_config(tmp_path, db: str = "local") -> EvalConfig:
+    preds = tmp_path / "pred.jsonl"
+    preds.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PREDICTIONS), encoding="utf-8")
+    return EvalConfig(benchmark=MINI, split="test", model=f"replay:{preds}", db=db, out=tmp_path / "run",
+                      use_cache=False, progress=False)
+
+
+def test_every_stage_is_timed(run):
+    assert set(run.stages) == {"model load", "wait for databases", "generate", "score", "checksums", "summary",
+                               "report", "databases", "teardown"}
+    assert all(seconds >= 0 for seconds in run.stages.values())
+    assert run.summary.generation_seconds == round(run.stages["generate"], 3)
+
+
+def test_the_model_loads_while_the_database_is_prepared(tmp_path, cluster_dir, monkeypatch):
+    import threading
+    import time
+
+    import harness.pipeline as pipeline
+    build = pipeline.build_backend
+    beside: list[bool] = []
+
+    def slow_build(config):
+        time.sleep(0.3)  # the server is still starting: its thread runs now
+        beside.append(any(t.name == "txt2sql-databases" and t.is_alive() for t in threading.enumerate()))
+        return build(config)
+    monkeypatch.setattr(pipeline, "build_backend", slow_build)
+    result = evaluate(_replay_config(tmp_path))
+    assert beside == [True]
+    assert by_id(result)["count-near"].status == "correct" and result.summary.fixture_intact is True
+    assert result.stages["databases"] > result.stages["wait for databases"]
+
+
+def test_a_database_that_cannot_be_provisioned_stops_the_run_before_generation(tmp_path, monkeypatch):
+    """The same error as before the preparation moved to a thread, raised before any generation; the
+    model that was loaded meanwhile is closed."""
+    import harness.pipeline as pipeline
+    from harness.errors import ProvisionError
+    calls: list[str] = []
+    build = pipeline.build_backend
+
+    def recorded_build(config):
+        backend = build(config)
+        close = backend.close
+
+        def recorded_close():
+            calls.append("close")
+            close()
+        backend.close = recorded_close
+        return backend
+    monkeypatch.setattr(pipeline, "build_backend", recorded_build)
+    monkeypatch.setattr(pipeline, "generate", lambda *a, **k: calls.append("generate"))
+    with pytest.raises(ProvisionError, match="cannot connect to .*Check host, port and credentials"):
+        evaluate(_replay_config(tmp_path, db="postgresql://nobody@127.0.0.1:1/postgres"))
+    assert calls == ["close"]
+
+
+def test_a_generation_failure_still_tears_the_server_down(tmp_path, cluster_dir, monkeypatch):
+    import harness.pipeline as pipeline
+    from tests.reliability.conftest import server_pids
+
+    def failing_generate(*args, **kwargs):
+        assert list(cluster_dir.glob("txt2sql-pg-*")), "the server runs while the model generates"
+        raise RuntimeError("the model ran out of memory")
+    monkeypatch.setattr(pipeline, "generate", failing_generate)
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        evaluate(_replay_config(tmp_path))
+    assert not list(cluster_dir.glob("txt2sql-pg-*")) and not server_pids(cluster_dir)
 
 
 # --- summarise: the rates as the README defines them ----------------------------------------------

@@ -228,3 +228,56 @@ def test_checksum_sees_an_update_that_keeps_the_row_count(mini_fixtures, pg_serv
     assert changed == [f"{vdb.dbname}:public.rfgcpy"]
     assert before[changed[0]].split(":")[0] == after[changed[0]].split(":")[0]  # same row count
     assert mini_fixtures.checksums() == before
+
+
+# --- golds: one session shared while the queries end ok -----------------------------------------
+
+def _backend_pid(ex: SafeExecutor) -> int:
+    outcome = ex.run("SELECT pg_backend_pid()")
+    assert outcome.status == "ok", outcome
+    return outcome.result.rows[0][0]
+
+
+def test_a_shared_session_serves_queries_until_one_fails(mini_fixtures):
+    vdb = mini_fixtures.variants("default")[0]
+    shared = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=500, shared_session=True)
+    fresh = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=500)
+    try:
+        first = _backend_pid(shared)
+        assert _backend_pid(shared) == first
+        assert shared.run("SELECT 1 / 0").status == "exec_error"
+        second = _backend_pid(shared)
+        assert second != first  # the failed query ended its session
+        spin = "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b"
+        assert shared.run(spin).status == "timeout"
+        assert _backend_pid(shared) not in (first, second)  # so did the cancelled one
+        assert len({_backend_pid(fresh) for _ in range(3)}) == 3  # the default: a session per query
+    finally:
+        shared.close()
+        fresh.close()
+
+
+def test_a_shared_session_leaves_no_transaction_open_between_queries(mini_fixtures):
+    """Every query's transaction is rolled back, so a shared session never sees a snapshot or a lock of an
+    earlier query: the server has no open transaction on it once a query has returned."""
+    vdb = mini_fixtures.variants("default")[0]
+    shared = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=2000, shared_session=True)
+    try:
+        pid = _backend_pid(shared)
+        with admin_connection(mini_fixtures.server.admin) as conn:
+            state = conn.execute("SELECT state, xact_start FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        assert state == ("idle", None)
+    finally:
+        shared.close()
+
+
+def test_the_byte_budget_is_per_query_on_a_shared_session(mini_fixtures):
+    vdb = mini_fixtures.variants("default")[0]
+    shared = SafeExecutor(mini_fixtures.reader(vdb), statement_timeout_ms=5000, byte_cap=64 * 1024,
+                          functions=mini_fixtures.functions(vdb), shared_session=True)
+    try:
+        for _ in range(3):  # 40 KB each: three together would pass the 64 KiB budget
+            assert shared.run("SELECT repeat('x', 40000)").status == "ok"
+        assert shared.run("SELECT repeat('x', 70000)").status == "exec_error"
+    finally:
+        shared.close()

@@ -124,3 +124,12 @@ def test_unreachable_temp_dir_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TXT2SQL_TMPDIR", str(hidden))
     with pytest.raises(ProvisionError, match="cannot enter .*TXT2SQL_TMPDIR"):
         LocalCluster().start()
+
+
+def test_the_local_cluster_preloads_postgis(pg_server):
+    """Loaded once in the postmaster, PostGIS is in every session from its start (no per-session load)."""
+    from harness.db.local import postgis_library
+    if postgis_library(pg_server.bindir) is None:
+        pytest.skip("no postgis-3 library in the server's library directory")
+    with admin_connection(pg_server.admin) as conn:
+        assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("postgis-3",)
