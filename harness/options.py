@@ -197,7 +197,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("--dtype", BackendOptions, "dtype", help="auto | bf16 | fp16 | fp32"),
     Option("--device-map", BackendOptions, "device_map", help="transformers device_map, e.g. auto"),
     Option("--quantize", BackendOptions, "quantize", choices=("8bit", "4bit"), help="load with bitsandbytes (GPU)"),
-    Option("--compile", BackendOptions, "compile", const=True, help="decode through torch.compile (GPU; see docs/performance.md)"),
     Option("--max-new-tokens", GenerationConfig, "max_new_tokens", int, AT_LEAST_1, "tokens generated per question at most"),
     Option("--batch-size", GenerationConfig, "batch_size", batch_size, NON_NEGATIVE, "prompts generated together: "
        "auto (0) is the most that fit the GPU's free memory, 8 on a CPU"),

@@ -170,8 +170,7 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
 
-def run_generate(model: Any, tokenizer: Any, work: Workload, batch: int, max_new: int,
-                 static: bool = False) -> dict[str, Any]:
+def run_generate(model: Any, tokenizer: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
     """Plain ``model.generate`` on the same prompts: sorted longest first, left-padded batches."""
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -187,7 +186,6 @@ def run_generate(model: Any, tokenizer: Any, work: Workload, batch: int, max_new
             return force(scores, self.stops, counts, self.items)
 
     order = sorted(range(len(work.prompts)), key=lambda i: -len(work.prompts[i].text.split()))
-    extra = {"cache_implementation": "static"} if static else {}
     steps, t0 = 0, time.perf_counter()
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
@@ -196,8 +194,7 @@ def run_generate(model: Any, tokenizer: Any, work: Workload, batch: int, max_new
         with torch.inference_mode():
             model.generate(**enc, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None,
                            top_k=None, pad_token_id=0, eos_token_id=EOS,
-                           logits_processor=LogitsProcessorList([ForceStop(idx, enc["input_ids"].shape[1])]),
-                           **extra)
+                           logits_processor=LogitsProcessorList([ForceStop(idx, enc["input_ids"].shape[1])]))
         steps += max(work.stops[i] for i in idx)
     _sync(model.device.type)
     return {"wall_s": time.perf_counter() - t0, "steps": steps, "batch": batch}
@@ -247,9 +244,8 @@ def warm_up(backend: Any, work: Workload) -> None:
 
 
 def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, bandwidth: float,
-               emit: Any, compiled: bool = False) -> None:
-    """Harness and plain generate at each batch of --batches (``compiled``: --compile and generate's
-    static cache instead)."""
+               emit: Any) -> None:
+    """Harness and plain generate at each batch of --batches."""
     base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
     warm_up(backend, work)
     model, tok = backend.model, backend.tokenizer
@@ -257,15 +253,13 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
         asked = 0 if batch_spec == "auto" else int(batch_spec)
         if not args.clock.left(f"{mode} batch {batch_spec}", emit):
             return
-        harness, anchor = ("harness+compile", "generate+static") if compiled else ("harness", "generate")
-        run = (lambda a=asked: _compiled(backend, work, a, args.max_new_tokens)) if compiled else \
-            (lambda a=asked: run_harness(backend, work, a, args.max_new_tokens))
-        row = measure({**base, "path": harness, "batch_asked": batch_spec}, run, work, model, bandwidth)
+        row = measure({**base, "path": "harness", "batch_asked": batch_spec},
+                      lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, bandwidth)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
-        if args.clock.left(f"{mode} {anchor} batch {batch}", emit):
-            emit(measure({**base, "path": anchor, "batch_asked": batch_spec},
-                         lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens, static=compiled),
+        if args.clock.left(f"{mode} generate batch {batch}", emit):
+            emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
+                         lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
                          work, model, bandwidth))
 
 
@@ -282,19 +276,6 @@ class Clock:
         return False
 
 
-def _compiled(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
-    """The harness with --compile; compiling happens in a short warm-up outside the timing."""
-    backend.compile = True
-    known = len(backend.warnings)
-    try:
-        run_harness(backend, Workload(work.prompts[:4], [6, 6, 6, 6]), 4, 8)
-        got = run_harness(backend, work, batch, max_new)
-    finally:
-        backend.compile = False
-    failed = [w for w in backend.warnings[known:] if "--compile" in w]
-    return {**got, "compile": failed[0][:300] if failed else "ok"}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="codellama-13b")
@@ -302,7 +283,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--items", type=int, default=167, help="questions drawn (default: the benchmark's 167)")
     ap.add_argument("--batches", default="auto", help="comma-separated: auto and/or numbers (default auto)")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the CLI default; rows stop before it")
-    ap.add_argument("--compile", action="store_true", help="also measure --compile and generate's static cache")
     ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
     ap.add_argument("--budget-s", type=float, default=540, help="stop starting settings after this (the device "
@@ -351,24 +331,23 @@ def run(args: argparse.Namespace) -> None:
     work = workload(args.items, SHAPES[args.shape][5])
     work_dir = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-gen-"))
     saved = None
-    if args.compile or any(m != "bf16" for m in modes):  # loaded again from disk (quantised on loading)
+    if any(m != "bf16" for m in modes):  # loaded again from disk (quantised on loading)
         built[0].save_pretrained(work_dir)  # type: ignore[index]
         built[1].save_pretrained(work_dir)  # type: ignore[index]
         saved = work_dir
     emit({"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
           "torch": torch.__version__, "copy_gb_s": round(bandwidth / 1e9, 1),
           "build_s": round(time.perf_counter() - t0, 1), "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
-    phases = [(m, False) for m in modes] + ([("bf16", True)] if args.compile else [])
     try:
-        for mode, compiled in phases:
+        for mode in modes:
             if not args.clock.left(f"loading {mode}", emit):
                 break
             t1 = time.perf_counter()
-            backend = load_mode(mode, args.shape, device, saved, built if mode == "bf16" and not compiled else None)
+            backend = load_mode(mode, args.shape, device, saved, built if mode == "bf16" else None)
             built = None
             emit({"shape": args.shape, "mode": mode, "load_s": round(time.perf_counter() - t1, 1),
                   "weights_gib": round(weight_bytes(backend.model) / 2**30, 2)})
-            bench_mode(args, mode, backend, work, bandwidth, emit, compiled)
+            bench_mode(args, mode, backend, work, bandwidth, emit)
             backend.close()
             del backend
             settle(device)

@@ -117,7 +117,6 @@ class BackendOptions:
     dtype: str = "auto"
     device_map: str | None = None
     quantize: str | None = None  # "8bit" | "4bit"
-    compile: bool = False  # hf/lora/embedded: the decoding step through torch.compile
     template: str | None = None
     api_base: str | None = None
     api_key: str | None = None

@@ -135,7 +135,5 @@ def load_embedded_backend(name: str, options: BackendOptions, *, spec: str | Non
     warnings: list[str] = []
     model, tokenizer = load_model_and_tokenizer(str(path), options, warnings)
     fp = fingerprint_of({"backend": "embedded", "model": path.name, "dtype": str(model.dtype)})
-    backend = HFBackend(model, tokenizer, spec=spec or f"embedded:{name}", fingerprint=fp, warnings=warnings,
-                        name=model_info.title)
-    backend.compile = options.compile
-    return backend
+    return HFBackend(model, tokenizer, spec=spec or f"embedded:{name}", fingerprint=fp, warnings=warnings,
+                     name=model_info.title)

@@ -210,15 +210,6 @@ def check_supported(model: Any) -> None:
                                 f"cache has {', '.join(sorted(odd))} layers")
 
 
-def compiled(model: Any) -> Any:
-    """``--compile``: the decoding step through ``torch.compile`` with dynamic shapes (the batch and the
-    attention window change as rows come and go; static shapes would recompile at every step). Prefill
-    stays eager. Kept only if it beats eager on the GPU benchmark (docs/performance.md)."""
-    import torch
-
-    return torch.compile(model, dynamic=True)
-
-
 def cache_keyword(model: Any) -> str:
     """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier, deprecated since)."""
     import inspect
@@ -297,13 +288,11 @@ class Engine:
     ``config`` gives the token budget, the temperature and whether to watch for loops (``stop_on_loop``);
     ``make_stopper(item)`` gives each row its ``RowStopper``; ``run`` yields the rows that end at each step.
     ``logits_hook(logits, items, counts)`` may rewrite a step's logits (the throughput benchmark forces
-    EOS with it); ``counts`` is how many tokens each row has generated before this one. ``compile``: the
-    decoding step runs through ``torch.compile`` (``--compile``).
+    EOS with it); ``counts`` is how many tokens each row has generated before this one.
     """
 
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
-                 make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
-                 compile: bool = False) -> None:
+                 make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None) -> None:
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -316,8 +305,6 @@ class Engine:
         self.steps = 0  # decoding steps run (for ms/step in the benchmark)
         self._cache_kw = cache_keyword(model)
         check_supported(model)
-        self._decode = compiled(model) if compile else model
-        self.compile_error: str | None = None
 
     def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
         """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
@@ -442,7 +429,8 @@ class Engine:
         if cache.end >= cache.capacity:
             self._make_room(state)
         state.mask[:, cache.end] = 1
-        out = self._forward_step(state)
+        out = self.model(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
+                         position_ids=state.pos[:, None], use_cache=True, **{self._cache_kw: cache.cache})
         cache.advance()
         nxt = self._pick(out.logits[:, -1, :], state.items, state.count)
         state.last.copy_(nxt)
@@ -450,22 +438,6 @@ class Engine:
         state.count += 1
         self.steps += 1
         self._observe(state, range(state.slots), nxt.tolist())
-
-    def _forward_step(self, state: _State) -> Any:
-        cache = state.cache
-        kwargs = {"input_ids": state.last[:, None], "attention_mask": state.mask[:, cache.start:cache.end + 1],
-                  "position_ids": state.pos[:, None], "use_cache": True, self._cache_kw: cache.cache}
-        if self._decode is self.model:
-            return self.model(**kwargs)
-        try:
-            return self._decode(**kwargs)
-        except Exception as exc:  # a compiler failure must not fail the evaluation: decode eagerly
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            self.compile_error = f"{type(exc).__name__}: {' '.join(lines[:2])[:300]}"
-            log.warning("--compile: torch.compile failed (%s); decoding eagerly", self.compile_error)
-            self._decode = self.model
-            cache.set_start(cache.start)  # re-window every layer: a partial forward may have moved some
-            return self.model(**kwargs)
 
     def _pick(self, logits: torch.Tensor, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         import torch

@@ -178,7 +178,6 @@ class HFBackend(ModelBackend):
         self.template = template  # a PromptTemplate the weights were trained with, or None
         self._warned_no_chat = False
         self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
-        self.compile = False  # --compile: the decoding step through torch.compile
         self.last_run: dict[str, int] = {}  # decoding steps and slots of the last generate call
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -247,7 +246,7 @@ class HFBackend(ModelBackend):
                               stop_loop=config.stop_on_loop)
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
-                        logits_hook=self.logits_hook, compile=self.compile)
+                        logits_hook=self.logits_hook)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = {"steps": 0, "slots": slots}
         t0 = time.perf_counter()
@@ -259,9 +258,6 @@ class HFBackend(ModelBackend):
                 if progress is not None:
                     progress(1)
             t0 = time.perf_counter()
-        if engine.compile_error:  # said once; later calls decode eagerly without trying again
-            self.warnings.append(f"--compile: torch.compile failed ({engine.compile_error}); decoded eagerly")
-            self.compile = False
 
     def _generation(self, prompt: Prompt, encoded: list[int], done: Finished, seconds: float) -> Generation:
         return Generation(id=prompt.id, text=self.tokenizer.decode(done.ids, skip_special_tokens=True),
@@ -298,6 +294,4 @@ def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = No
     quantize = resolve_quantize(options)
     model, tokenizer = load_model_and_tokenizer(path, options, warnings)
     fp = fingerprint_of({"backend": "hf", **model_fingerprint(path, model, options, quantize)})
-    backend = HFBackend(model, tokenizer, spec=spec or f"hf:{path}", fingerprint=fp, warnings=warnings)
-    backend.compile = options.compile
-    return backend
+    return HFBackend(model, tokenizer, spec=spec or f"hf:{path}", fingerprint=fp, warnings=warnings)

@@ -209,5 +209,4 @@ def load_lora_backend(adapter_dir: str, options: BackendOptions, *, spec: str | 
                          "adapter": dir_signature(d)})
     inner = HFBackend(model, tokenizer, spec=spec or f"lora:{adapter_dir}", fingerprint=fp,
                       warnings=warnings, template=recorded)
-    inner.compile = options.compile
     return LoraBackend(inner, d, base)
