@@ -191,3 +191,29 @@ def test_auto_batch_size_on_cpu_is_the_measured_default(random_fp32):
     gens = random_fp32.generate(random_prompts(10), GenerationConfig(max_new_tokens=5, batch_size=0))
     assert len(gens) == 10 and random_fp32.last_run["slots"] == 8
 
+
+
+def test_compacting_the_cache_releases_each_layer_before_copying_the_next():
+    """The peak while compacting (or growing) is the cache plus one layer's copy, not two caches: the old
+    buffers of a layer are unreachable before the next layer is copied."""
+    import weakref
+
+    import torch
+
+    from harness.models.engine import SlotCache
+
+    cache = SlotCache(4, [torch.zeros(1, 2, 3, 4) for _ in range(3)], end=3, capacity=8)
+    cache.k[1][2] = 7.0
+    old = [weakref.ref(b) for b in cache.k + cache.v]
+    alive_at_each_copy = []
+
+    def keep_slots_0_and_2(b):
+        alive_at_each_copy.append(sum(r() is not None for r in old))
+        return b[torch.tensor([0, 2])]
+
+    cache.replace_each(keep_slots_0_and_2)
+    assert alive_at_each_copy == [6, 6, 4, 4, 2, 2]  # all six at once would be [6, 6, 6, 6, 6, 6]
+    assert [tuple(b.shape) for b in cache.k] == [(2, 2, 8, 4)] * 3
+    assert float(cache.k[1][1].max()) == 7.0 and cache.layers[1].keys.shape == (2, 2, 3, 4)
+    cache.grow(2)
+    assert cache.capacity == 10 and tuple(cache.v[0].shape) == (2, 2, 10, 4)
