@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from harness.db.fixture import FixtureDatabases
 from harness.db.local import LocalCluster
 from harness.db.preparation import DatabasePreparation
 from harness.errors import BenchmarkError, ProvisionError
-from tests.conftest import REPO
+from tests.db.child import start_holding
 from tests.reliability.conftest import server_pids
 
 
@@ -120,20 +118,15 @@ def test_sigterm_exits_through_the_teardown(cluster_dir):
     """SIGTERM arriving in the main thread (the model loading) is a normal exit (143) that tears the
     server down, although the server was started from the preparation's thread, where no signal handler
     can be installed."""
-    code = ("import signal, time\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
-            "from harness.benchmark.loader import load_benchmark\n"
-            "from harness.db.local import LocalCluster\n"
-            "from harness.db.preparation import DatabasePreparation\n"
-            "from tests.conftest import MINI\n"
-            "with DatabasePreparation(LocalCluster(), load_benchmark(MINI, 'test')) as databases:\n"
-            "    databases.ready()\n"
-            "    print('ready', flush=True)\n"
-            "    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = start_holding("from harness.benchmark.loader import load_benchmark\n"
+                         "from harness.db.local import LocalCluster\n"
+                         "from harness.db.preparation import DatabasePreparation\n"
+                         "from tests.conftest import MINI\n"
+                         "with DatabasePreparation(LocalCluster(), load_benchmark(MINI, 'test')) as databases:\n"
+                         "    databases.ready()\n"
+                         "    print('ready', flush=True)\n"
+                         "    time.sleep(60)\n")
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         assert list(cluster_dir.glob("txt2sql-pg-*"))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # sys.exit(143), not death by the signal

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ from harness.db.docker import DockerServer, docker_engine_error
 from harness.db.provision import provision
 from harness.db.server import admin_connection
 from harness.errors import ProvisionError
-from tests.conftest import MINI, REPO
+from tests.conftest import MINI
+from tests.db.child import start_holding
 
 
 def dsn_of(server) -> str:
@@ -94,14 +94,9 @@ def test_local_cluster_is_torn_down_on_signal(tmp_path, sig):
     background of a non-interactive shell runs with SIGINT ignored."""
     base = Path(tempfile.mkdtemp(prefix="txt2sql-test-", dir="/tmp"))  # reachable by the postgres user
     os.chmod(base, 0o777)
-    code = ("import signal, time\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
-            "from harness.db.local import LocalCluster\n"
-            "with LocalCluster() as s:\n    print('ready', flush=True)\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, TXT2SQL_TMPDIR=str(base)))
-    assert proc.stdout.readline().strip() == "ready"
+    proc = start_holding("from harness.db.local import LocalCluster\n"
+                         "with LocalCluster() as s:\n    print('ready', flush=True)\n    time.sleep(60)\n",
+                         TXT2SQL_TMPDIR=str(base))
     (root,) = _cluster_dirs(base)
     assert (root / "data" / "postmaster.pid").exists()
     proc.send_signal(sig)
