@@ -11,12 +11,13 @@ never in unit tests: the row cap must keep peak memory far below what 10M rows w
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
 import tracemalloc
 from pathlib import Path
+
+from figures import report  # benchmarks/perf/figures.py, beside this script
 
 from harness.benchmark.loader import default_benchmark_dir, load_benchmark
 from harness.db.executor import SafeExecutor
@@ -70,10 +71,7 @@ def main() -> None:
             figures["score_100k_rows_match"] = str(verdict.match)
             ex.close()
     figures["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

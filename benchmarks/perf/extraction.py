@@ -10,11 +10,12 @@ here, never in unit tests: every exponent must stay below 1.5.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from figures import report  # benchmarks/perf/figures.py, beside this script
 
 from harness.diagnose import diagnose
 from harness.diagnose.literals import invented_coordinates
@@ -64,10 +65,7 @@ def main() -> None:
     if len(sizes) < 2:
         ap.error("--sizes needs at least two sizes, e.g. 1000,4000")
     figures = measure(sizes)
-    text = json.dumps(figures, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    report(figures, args.out)
     slow = [name for name, f in figures.items() if not f["linear"]]
     if slow:
         raise SystemExit(f"super-linear (growth exponent >= {MAX_EXPONENT}): {', '.join(slow)}")

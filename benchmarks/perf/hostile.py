@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import report  # benchmarks/perf/figures.py, beside this script
+
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "tests" / "data" / "mini"
 MARGIN_S = 2.5
@@ -147,9 +149,7 @@ def main() -> None:
                   f"rss {rss if rss is not None else '-':>8} MiB   "
                   f"{'ok' if rec['within_time'] else 'OVER TIME'} {'ok' if rec['within_memory'] else 'OVER MEMORY'}",
                   flush=True)
-    text = json.dumps(figures, indent=2, ensure_ascii=False)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    report(figures, args.out, echo=False)  # the cases were printed one line each as they ran
 
 
 if __name__ == "__main__":

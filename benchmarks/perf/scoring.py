@@ -17,10 +17,11 @@ Cases (printed as JSON, seconds per verdict, and the verdict):
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
+
+from figures import report  # benchmarks/perf/figures.py, beside this script
 
 from harness.db.executor import ResultSet
 from harness.scoring.execution import execution_match
@@ -63,10 +64,7 @@ def main() -> None:
     rng.shuffle(shuffled)
     figures["multiset_100k"] = timed(ResultSet(("a", "b", "c"), ("float8", "text", "int4"), tuple(big)),
                                      ResultSet(("a", "b", "c"), ("float8", "text", "int4"), tuple(shuffled)))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":
