@@ -13,9 +13,11 @@ no dev scoring, in this process, so the profiler sees the ``Trainer``'s steps. P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -42,14 +44,18 @@ def main() -> None:
         _compile_training()
     profiler = _profiler(args.profile) if args.profile else None
     step_ends: list[float] = []
-    _add_callback(_StepClock(step_ends))
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="txt2sql-ft-speed-") as out:
+
+    def step_ended() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
         if profiler is not None:
-            with profiler:
-                result = finetune_questions(questions, base=args.base_model, out=out, config=config, progress=False)
-        else:
-            result = finetune_questions(questions, base=args.base_model, out=out, config=config, progress=False)
+            profiler.step()
+
+    _on_every_step(step_ended)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="txt2sql-ft-speed-") as out, profiler or contextlib.nullcontext():
+        result = finetune_questions(questions, base=args.base_model, out=out, config=config, progress=False)
     line = json.dumps({"base": args.base_model, "steps": result.steps, "batch_size": args.batch_size,
                        "seconds_per_step": round(result.seconds_per_step, 4),
                        "median_step_s_second_half": _median_second_half(step_ends),
@@ -73,34 +79,19 @@ def _median_second_half(ends: list[float]) -> float | None:
     return round(statistics.median(half), 4) if half else None
 
 
-class _StepClock:
-    def __init__(self, ends: list[float]) -> None:
-        self.ends = ends
-
-    def callback(self) -> Any:
-        from transformers import TrainerCallback
-
-        ends = self.ends
-
-        class Clock(TrainerCallback):  # type: ignore[misc]
-            def on_step_end(self, *a: Any, **k: Any) -> None:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                ends.append(time.perf_counter())
-
-        return Clock()
-
-
-def _add_callback(clock: _StepClock) -> None:
-    """Every Trainer built from now on gets the clock's callback (``finetune_questions`` builds one)."""
+def _on_every_step(step_ended: Callable[[], None]) -> None:
+    """Every Trainer built from now on calls ``step_ended`` after each optimizer step (``finetune_questions``
+    builds one), so the clock and the profiler step with the Trainer's own steps."""
     import transformers
+
+    class StepEnd(transformers.TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            step_ended()
 
     original = transformers.Trainer.__init__
 
     def with_callback(self: Any, *a: Any, **k: Any) -> None:
-        k["callbacks"] = [*(k.get("callbacks") or []), clock.callback()]
+        k["callbacks"] = [*(k.get("callbacks") or []), StepEnd()]
         original(self, *a, **k)
 
     transformers.Trainer.__init__ = with_callback
@@ -119,10 +110,10 @@ def _compile_training() -> None:
 
 
 def _profiler(steps: int) -> Any:
-    """A profiler that records ``steps`` optimizer steps after 5 warm-up ones and prints the top operators."""
+    """A profiler that records ``steps`` optimizer steps after 5 warm-up ones and prints the top operators
+    (``main`` steps it at each optimizer step)."""
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
-    from transformers import TrainerCallback
 
     def report(prof: Any) -> None:
         for key in ("self_cuda_time_total", "self_cpu_time_total"):
@@ -132,15 +123,6 @@ def _profiler(steps: int) -> Any:
     prof = profile(activities=activities, schedule=schedule(wait=0, warmup=5, active=steps, repeat=1),
                    on_trace_ready=report)
 
-    class StepProfiler(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, *a: Any, **k: Any) -> None:
-            prof.step()
-
-    class Steps(_StepClock):  # the profiler steps with the Trainer's own steps
-        def callback(self) -> Any:
-            return StepProfiler()
-
-    _add_callback(Steps([]))
     return prof
 
 
