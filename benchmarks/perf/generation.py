@@ -16,7 +16,15 @@ One JSON line per setting (path x mode x batch), printed and appended to --out a
   longest row);
 * ``peak_gib``: peak GPU memory allocated during the setting;
 * ``floor_tok_s`` and ``x_off_floor``: the bandwidth floor at that batch, (weight bytes + KV bytes read
-  per step) / the copy bandwidth measured at the start of the run, and how far the setting is from it.
+  per step) / the copy bandwidth measured at the start of the run, and how far the setting is from it;
+* ``e2e_floor_tok_s`` and ``x_off_e2e_floor``: the same floor plus the prefill's compute floor, (2 x the
+  linear layers' parameters x the workload's prompt tokens) / the bf16 matmul FLOP/s measured at the
+  start; the wall time an evaluation cannot go below, since every prompt must be read once;
+* harness rows also give ``prefill_s`` (of ``wall_s``), ``decode_ms_per_step`` (the rest over the steps),
+  ``prefill_tokens`` (left padding included) and ``backoffs`` (out-of-memory restarts).
+
+Each mode first runs the whole workload once, untimed, on both paths (``warm_up``): the first large
+allocations and the kernel choices for large shapes do not fall in a timed row.
 
 ``--smoke`` runs the whole thing on the CPU with a tiny shape in seconds (CI runs it:
 tests/perf/test_generation_bench.py). Needs torch, transformers and (for 8bit/4bit) bitsandbytes only:
@@ -135,13 +143,50 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def matmul_flops(device: str) -> float:
+    """FLOP/s of a large bf16 matrix product, the prefill floor's denominator (best of a few)."""
+    import torch
+
+    n = 8192 if device == "cuda" else 256
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t0) / 10)
+    return 2 * n**3 / best
+
+
+@dataclass(frozen=True)
+class Floors:
+    """What the floors of a run are computed from, measured once at its start on the bf16 model."""
+
+    bandwidth: float  # bytes/s of a device copy
+    flops: float  # bf16 matmul FLOP/s
+    linear_params: int  # parameters of the decoder's linear layers: 2 x this FLOPs per prompt token
+
+    @classmethod
+    def measure(cls, model: Any, device: str) -> Floors:
+        import torch
+
+        inner = model.get_decoder() if hasattr(model, "get_decoder") else model
+        params = sum(m.weight.numel() for m in inner.modules() if isinstance(m, torch.nn.Linear))
+        return cls(copy_bandwidth(device), matmul_flops(device), params)
+
+
 def weight_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def floor(model: Any, batch: int, work: Workload, bandwidth: float) -> dict[str, float]:
+def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, float]:
     """Tokens/s at the bandwidth floor with ``batch`` rows decoding: each step reads the weights once and
-    every row's KV cache (its prompt plus, on average, half its output)."""
+    every row's KV cache (its prompt plus, on average, half its output); and end to end, with the prefill
+    of every prompt at the measured matmul speed added."""
     import torch
 
     from harness.models.engine import kv_bytes_per_token
@@ -149,8 +194,11 @@ def floor(model: Any, batch: int, work: Workload, bandwidth: float) -> dict[str,
     dtype_bytes = torch.finfo(model.dtype).bits // 8
     context = statistics.mean(len(p.text.split()) + s / 2 for p, s in zip(work.prompts, work.stops, strict=True))
     step_bytes = weight_bytes(model) + batch * context * kv_bytes_per_token(model.config, dtype_bytes)
-    step_s = step_bytes / bandwidth
-    return {"floor_ms_per_step": round(step_s * 1e3, 3), "floor_tok_s": round(batch / step_s, 1)}
+    step_s = step_bytes / floors.bandwidth
+    decode_s = work.useful / (batch / step_s)
+    prefill_s = 2 * floors.linear_params * sum(len(p.text.split()) for p in work.prompts) / floors.flops
+    return {"floor_ms_per_step": round(step_s * 1e3, 3), "floor_tok_s": round(batch / step_s, 1),
+            "prefill_floor_s": round(prefill_s, 3), "e2e_floor_tok_s": round(work.useful / (decode_s + prefill_s), 1)}
 
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
@@ -166,7 +214,10 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[
     wall = time.perf_counter() - t0
     backend.logits_hook = None
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
-    return {"wall_s": wall, "steps": backend.last_run["steps"], "batch": backend.last_run["slots"],
+    run = backend.last_run
+    return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
+            "prefill_tokens": run["prefill_tokens"], "backoffs": run["backoffs"],
+            "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
 
@@ -209,7 +260,7 @@ def settle(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def measure(row: dict[str, Any], fn: Any, work: Workload, model: Any, bandwidth: float) -> dict[str, Any]:
+def measure(row: dict[str, Any], fn: Any, work: Workload, model: Any, floors: Floors) -> dict[str, Any]:
     import torch
 
     device = model.device.type
@@ -222,8 +273,9 @@ def measure(row: dict[str, Any], fn: Any, work: Workload, model: Any, bandwidth:
            "ms_per_step": round(1e3 * got["wall_s"] / max(1, got["steps"]), 2), "wall_s": round(got["wall_s"], 2)}
     if device == "cuda":
         out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    out.update(floor(model, out["batch"], work, bandwidth))
+    out.update(floor(model, out["batch"], work, floors))
     out["x_off_floor"] = round(out["floor_tok_s"] / out["useful_tok_s"], 2)
+    out["x_off_e2e_floor"] = round(out["e2e_floor_tok_s"] / out["useful_tok_s"], 2)
     return out
 
 
@@ -237,30 +289,32 @@ def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tup
     return load_hf_backend(str(saved), BackendOptions(dtype="bf16", quantize=None if mode == "bf16" else mode))
 
 
-def warm_up(backend: Any, work: Workload) -> None:
-    short = Workload(work.prompts[:2], [4, 4])
-    run_harness(backend, short, 2, 8)
-    run_generate(backend.model, backend.tokenizer, short, 2, 8)
+def warm_up(backend: Any, work: Workload, batch: int, max_new: int) -> None:
+    """The timed workload once on each path, untimed: first allocations of its size, kernel choices for
+    its shapes (the first harness row of 2026-11-30 paid for those: 292 tok/s cold, 687 warm)."""
+    ran = run_harness(backend, work, batch, max_new)
+    run_generate(backend.model, backend.tokenizer, work, batch or ran["batch"], max_new)
 
 
-def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, bandwidth: float,
+def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, floors: Floors,
                emit: Any) -> None:
-    """Harness and plain generate at each batch of --batches."""
+    """Harness and plain generate at each batch of --batches, after a warm-up at the first."""
     base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
-    warm_up(backend, work)
+    first = args.batches.split(",")[0]
+    warm_up(backend, work, 0 if first == "auto" else int(first), args.max_new_tokens)
     model, tok = backend.model, backend.tokenizer
     for batch_spec in args.batches.split(","):
         asked = 0 if batch_spec == "auto" else int(batch_spec)
         if not args.clock.left(f"{mode} batch {batch_spec}", emit):
             return
         row = measure({**base, "path": "harness", "batch_asked": batch_spec},
-                      lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, bandwidth)
+                      lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, floors)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
         if args.clock.left(f"{mode} generate batch {batch}", emit):
             emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
                          lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
-                         work, model, bandwidth))
+                         work, model, floors))
 
 
 class Clock:
@@ -323,7 +377,7 @@ def run(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     built: tuple[Any, Any] | None = build(args.shape, device)
-    bandwidth = copy_bandwidth(device)
+    floors = Floors.measure(built[0], device)
     modes = sorted((m.strip() for m in args.modes.split(",")), key=lambda m: m != "bf16")  # bf16 first
     work = workload(args.items, SHAPES[args.shape][5])
     work_dir = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-gen-"))
@@ -333,7 +387,8 @@ def run(args: argparse.Namespace) -> None:
         built[1].save_pretrained(work_dir)  # type: ignore[index]
         saved = work_dir
     emit({"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-          "torch": torch.__version__, "copy_gb_s": round(bandwidth / 1e9, 1),
+          "torch": torch.__version__, "copy_gb_s": round(floors.bandwidth / 1e9, 1),
+          "matmul_tflop_s": round(floors.flops / 1e12, 1), "linear_params": floors.linear_params,
           "build_s": round(time.perf_counter() - t0, 1), "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
     try:
         for mode in modes:
@@ -344,7 +399,7 @@ def run(args: argparse.Namespace) -> None:
             built = None
             emit({"shape": args.shape, "mode": mode, "load_s": round(time.perf_counter() - t1, 1),
                   "weights_gib": round(weight_bytes(backend.model) / 2**30, 2)})
-            bench_mode(args, mode, backend, work, bandwidth, emit)
+            bench_mode(args, mode, backend, work, floors, emit)
             backend.close()
             del backend
             settle(device)
@@ -369,7 +424,7 @@ def run_sharded(args: argparse.Namespace) -> None:
     model, tok = build(args.shape, device)
     backend = HFBackend(model, tok, spec=f"random:{args.shape}", fingerprint="random")
     work = workload(args.items, SHAPES[args.shape][5])
-    warm_up(backend, work)
+    warm_up(backend, work, 0, args.max_new_tokens)
     # the engine's row index counts the prompts this process passes: its shard, or all of them in order
     mine = (distributed.shards([len(p.identity()) for p in work.prompts], world)[rank] if group
             else list(range(len(work.prompts))))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.benchmark.model import Question
+from harness.errors import BenchmarkError
 from harness.finetune.devscore import DevSet
 from harness.finetune.trainer import CURVE_FILE, finetune_questions
 
@@ -19,6 +21,10 @@ def add_finetune_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--out", type=Path, required=True, help="adapter directory (checkpoints go to OUT/checkpoints)")
     f.add_argument("--template", default=None)
     f.add_argument("--limit", type=int, help="train on the first N questions only")
+    f.add_argument("--also", action="append", default=[], metavar="DIR:SPLIT",
+                   help="more training questions from another benchmark directory's split (repeatable), e.g. an "
+                        "imported GeoSQL-Bench: --also geosql-explicit:test. An adapter trained on a set can no "
+                        "longer be scored on it")
     f.add_argument("--dev-split", default="dev", help="split scored at checkpoints; 'none' to skip")
     f.add_argument("--dev-limit", type=int, default=None)
     f.add_argument("--dev-db", default="auto",
@@ -29,6 +35,19 @@ def add_finetune_options(f: argparse.ArgumentParser) -> None:
     add_to_argparse(f, FINETUNE)
 
 
+def _extra_questions(spec: str) -> list[Question]:
+    """``DIR:SPLIT`` (or ``DIR``, meaning its train split) of ``--also``."""
+    from harness.benchmark.loader import load_benchmark
+
+    path, sep, split = spec.rpartition(":")
+    if not sep or "/" in split:  # no split given (a colon inside the path is not one)
+        path, split = spec, "train"
+    if not Path(path).is_dir():
+        raise BenchmarkError(path, f"(--also {spec}) is not a benchmark directory. Pass DIR:SPLIT, e.g. --also "
+                             "geosql-explicit:test after `txt2sql import geosql-bench FILE --out geosql-explicit`")
+    return list(load_benchmark(Path(path), split).questions)
+
+
 def finetune_from_args(args: argparse.Namespace) -> int:
     from harness.benchmark.loader import default_benchmark_dir, load_benchmark
     from harness.options import finetune_config
@@ -37,6 +56,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     bench_dir = Path(args.benchmark or default_benchmark_dir())
     questions = list(load_benchmark(bench_dir, args.split).questions)
     questions = questions[:args.limit] if args.limit else questions
+    questions += [q for spec in args.also for q in _extra_questions(spec)]
     dev = None
     if args.dev_split and args.dev_split != "none" and config.evals > 0:
         dev_qs = tuple(load_benchmark(bench_dir, args.dev_split).questions)

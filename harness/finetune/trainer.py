@@ -113,8 +113,17 @@ def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | 
                             losses[-1] if losses else float("nan"), seconds, collator.tokens_seen / training,
                             training / steps_run, summarise_curve(keeper.curve), collator.tokens_seen,
                             tuple(keeper.curve), keeper.seconds)
-    _write_curve(out, result, config, trainer.state.log_history)
+    _write_curve(out, result, config, trainer.state.log_history, training_sources(questions))
     return result
+
+
+def training_sources(questions: Sequence[Question]) -> dict[str, int]:
+    """Questions per source file (``Question.source`` is ``file:line``): what the adapter was trained on."""
+    counts: dict[str, int] = {}
+    for q in questions:
+        name = q.source.rsplit(":", 1)[0] if q.source else "(unknown)"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _load_for_training(base: str, config: FinetuneConfig, dtype: str) -> tuple[Any, Any]:
@@ -299,9 +308,10 @@ def _cast_weights(path: Path, dtype: Any) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def _write_curve(out: Path, result: FinetuneResult, config: FinetuneConfig, history: list[dict[str, Any]]) -> None:
+def _write_curve(out: Path, result: FinetuneResult, config: FinetuneConfig, history: list[dict[str, Any]],
+                 sources: dict[str, int]) -> None:
     loss = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history if "loss" in h]
-    record = {"config": asdict(config), "examples": result.examples, "steps": result.steps,
+    record = {"config": asdict(config), "examples": result.examples, "data": sources, "steps": result.steps,
               "seconds": round(result.seconds, 1), "seconds_per_step": round(result.seconds_per_step, 4),
               "tokens_per_second": round(result.tokens_per_second, 1), "dev_seconds": round(result.dev_seconds, 1),
               "best": asdict(result.best) if result.best else None,

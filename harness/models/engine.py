@@ -28,6 +28,7 @@ Per step the host sees one small tensor: the new token of every slot (``RowStopp
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -304,6 +305,12 @@ class Engine:
         self.encoded: list[list[int]] = []
         self.waiting: list[int] = []  # item indices, longest prompt last (popped first)
         self.steps = 0  # decoding steps run (for ms/step in the benchmark)
+        # Prefill work, for the benchmark's split of the wall time: prompt tokens computed (left padding
+        # included) and seconds spent. No extra synchronisation: each prefill ends by reading its first
+        # tokens on the host, and the step before it did too, so the wall clock brackets the GPU work.
+        self.prefill_tokens = 0
+        self.prefill_seconds = 0.0
+        self.backoffs = 0  # out-of-memory restarts
         self._cache_kw = cache_keyword(model)
         check_supported(model)
 
@@ -322,6 +329,7 @@ class Engine:
                     raise
                 self._back_off(state, exc)
                 self.slots = max(1, self.slots // 2)
+                self.backoffs += 1
 
     def _back_off(self, state: _State, exc: BaseException) -> None:
         import torch
@@ -364,7 +372,10 @@ class Engine:
                 chunks.append([])
             chunks[-1].append(item)
         for chunk in chunks:
+            t0 = time.perf_counter()
             self._prefill(state, chunk, free[:len(chunk)])
+            self.prefill_seconds += time.perf_counter() - t0
+            self.prefill_tokens += len(chunk) * len(self.encoded[chunk[0]])
             free = free[len(chunk):]
             del self.waiting[-len(chunk):]  # admitted only now: an out-of-memory prefill loses nothing
 

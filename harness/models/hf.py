@@ -178,7 +178,7 @@ class HFBackend(ModelBackend):
         self.template = template  # a PromptTemplate the weights were trained with, or None
         self._warned_no_chat = False
         self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
-        self.last_run: dict[str, int] = {}  # decoding steps and slots of the last generate call
+        self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = self._eos_ids()
@@ -248,11 +248,11 @@ class HFBackend(ModelBackend):
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
                         logits_hook=self.logits_hook)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
-        self.last_run = {"steps": 0, "slots": slots}
+        self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
         for ended in engine.run(encoded, slots):
             now = time.perf_counter()
-            self.last_run = {"steps": engine.steps, "slots": engine.slots}
+            self.last_run = _engine_figures(engine, engine.slots)
             for d in ended:
                 yield d.item, self._generation(prompts[d.item], encoded[d.item], d, (now - t0) / len(ended))
                 if progress is not None:
@@ -286,6 +286,13 @@ class HFBackend(ModelBackend):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
+
+
+def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
+    """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
+    out-of-memory backoff), prefill tokens and seconds, backoffs."""
+    return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
+            "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs}
 
 
 def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:

@@ -103,6 +103,26 @@ def test_cli_scores_checkpoints_by_execution_on_a_real_postgis(tmp_path, tiny_mo
     assert (out / TEMPLATE_FILE).is_file()
 
 
+def test_also_adds_another_benchmarks_questions_and_the_curve_names_every_source(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "ad"
+    code = main(["finetune", "--benchmark", str(MINI), "--split", "test", "--also", f"{MINI}:dev",
+                 "--base-model", f"hf:{tiny_model_dir}", "--out", str(out), "--steps", "1", "--lora-r", "2",
+                 "--batch-size", "2", "--dev-split", "none", "--no-progress"])
+    assert code == 0
+    curve = json.loads((out / CURVE_FILE).read_text())
+    lines = {name: sum(1 for _ in open(MINI / name, encoding="utf-8")) for name in ("test.jsonl", "dev.jsonl")}
+    assert {Path(k).name: v for k, v in curve["data"].items()} == lines
+    assert curve["examples"] == sum(lines.values())
+
+
+def test_also_without_a_benchmark_directory_names_the_option_and_the_fix(tmp_path, capsys):
+    code = main(["finetune", "--benchmark", str(MINI), "--split", "test", "--out", str(tmp_path / "x"),
+                 "--also", str(tmp_path / "nowhere") + ":train"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--also" in err and "is not a benchmark directory" in err and "txt2sql import" in err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("option", [["--lora-r", "0"], ["--lr", "5"], ["--warmup", "1.5"], ["--batch-size", "0"]])
 def test_bad_option_values_are_one_line_errors(tmp_path, capsys, option):
     with pytest.raises(SystemExit) as exited:
