@@ -67,16 +67,42 @@ class Workload:
     def useful(self) -> int:
         return sum(self.stops)
 
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p.text.split()) for p in self.prompts)
 
-def workload(items: int, vocab: int, seed: int = 0) -> Workload:
-    """``items`` (prompt, stop) length pairs drawn from the bundled benchmark, as random-word prompts of
-    exactly that many tokens (the word-level tokenizer of ``build`` adds no BOS)."""
+    @property
+    def distinct_prompt_tokens(self) -> int:
+        """Prompt tokens that are not a prefix of an earlier prompt (the nodes of their prefix trie): what
+        even a perfect prefix cache must compute."""
+        trie: dict[str, Any] = {}
+        count = 0
+        for p in self.prompts:
+            node = trie
+            for word in p.text.split():
+                if word not in node:
+                    node[word] = {}
+                    count += 1
+                node = node[word]
+        return count
+
+
+def workload(items: int, vocab: int, seed: int = 0, prompts: str = "real") -> Workload:
+    """``items`` questions of the bundled benchmark as (prompt, stop length) pairs. ``real``: the test
+    prompts' own token ids (mapped into the model's vocabulary), each question once while ``items`` allows,
+    so prompts share their prefixes as in an evaluation (the template's instructions, a table's DDL);
+    ``random``: random words of the prompts' lengths, questions drawn with replacement (the workload of
+    the runs before 2026-12-01). The word-level tokenizer of ``build`` adds no BOS."""
     data = json.loads(LENGTHS.read_text())
     rng = random.Random(seed)
-    pairs = [rng.randrange(len(data["prompt_tokens"])) for _ in range(items)]
-    prompts = [Prompt(str(i), " ".join(f"w{rng.randrange(3, vocab)}" for _ in range(data["prompt_tokens"][j])))
-               for i, j in enumerate(pairs)]
-    return Workload(prompts, [data["stop_tokens"][j] for j in pairs])
+    n = len(data["prompt_tokens"])
+    if prompts == "real":
+        picks = rng.sample(range(n), items) if items <= n else [rng.randrange(n) for _ in range(items)]
+        texts = [" ".join(f"w{3 + t % (vocab - 3)}" for t in data["prompt_ids"][j]) for j in picks]
+    else:
+        picks = [rng.randrange(n) for _ in range(items)]
+        texts = [" ".join(f"w{rng.randrange(3, vocab)}" for _ in range(data["prompt_tokens"][j])) for j in picks]
+    return Workload([Prompt(str(i), t) for i, t in enumerate(texts)], [data["stop_tokens"][j] for j in picks])
 
 
 def force(scores: Any, stops: Any, counts: Any, items: Any) -> Any:
@@ -186,7 +212,7 @@ def weight_bytes(model: Any) -> int:
 def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, float]:
     """Tokens/s at the bandwidth floor with ``batch`` rows decoding: each step reads the weights once and
     every row's KV cache (its prompt plus, on average, half its output); and end to end, with the prefill
-    of every prompt at the measured matmul speed added."""
+    at the measured matmul speed added, of the prompt tokens even a perfect prefix cache computes."""
     import torch
 
     from harness.models.engine import kv_bytes_per_token
@@ -196,7 +222,7 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
     step_bytes = weight_bytes(model) + batch * context * kv_bytes_per_token(model.config, dtype_bytes)
     step_s = step_bytes / floors.bandwidth
     decode_s = work.useful / (batch / step_s)
-    prefill_s = 2 * floors.linear_params * sum(len(p.text.split()) for p in work.prompts) / floors.flops
+    prefill_s = 2 * floors.linear_params * work.distinct_prompt_tokens / floors.flops
     return {"floor_ms_per_step": round(step_s * 1e3, 3), "floor_tok_s": round(batch / step_s, 1),
             "prefill_floor_s": round(prefill_s, 3), "e2e_floor_tok_s": round(work.useful / (decode_s + prefill_s), 1)}
 
@@ -216,7 +242,7 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
     run = backend.last_run
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
-            "prefill_tokens": run["prefill_tokens"], "backoffs": run["backoffs"],
+            "prefill_tokens": run["prefill_tokens"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
@@ -335,6 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="codellama-13b")
     ap.add_argument("--modes", default="bf16,8bit,4bit", help="comma-separated: bf16, 8bit, 4bit")
     ap.add_argument("--items", type=int, default=167, help="questions drawn (default: the benchmark's 167)")
+    ap.add_argument("--prompts", choices=("real", "random"), default="real", help="the test prompts' own tokens, "
+                    "sharing prefixes as in an evaluation (default), or random words of their lengths (before 2026-12-01)")
     ap.add_argument("--batches", default="auto", help="comma-separated: auto and/or numbers (default auto)")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the CLI default; rows stop before it")
     ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
@@ -379,7 +407,7 @@ def run(args: argparse.Namespace) -> None:
     built: tuple[Any, Any] | None = build(args.shape, device)
     floors = Floors.measure(built[0], device)
     modes = sorted((m.strip() for m in args.modes.split(",")), key=lambda m: m != "bf16")  # bf16 first
-    work = workload(args.items, SHAPES[args.shape][5])
+    work = workload(args.items, SHAPES[args.shape][5], prompts=args.prompts)
     work_dir = Path(args.workdir or tempfile.mkdtemp(prefix="txt2sql-gen-"))
     saved = None
     if any(m != "bf16" for m in modes):  # loaded again from disk (quantised on loading)
@@ -389,6 +417,8 @@ def run(args: argparse.Namespace) -> None:
     emit({"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
           "torch": torch.__version__, "copy_gb_s": round(floors.bandwidth / 1e9, 1),
           "matmul_tflop_s": round(floors.flops / 1e12, 1), "linear_params": floors.linear_params,
+          "prompts": args.prompts, "items": len(work.prompts), "useful_tokens": work.useful,
+          "prompt_tokens": work.prompt_tokens, "distinct_prompt_tokens": work.distinct_prompt_tokens,
           "build_s": round(time.perf_counter() - t0, 1), "weights_gib": round(weight_bytes(built[0]) / 2**30, 2)})  # type: ignore[index]
     try:
         for mode in modes:
@@ -423,7 +453,7 @@ def run_sharded(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = build(args.shape, device)
     backend = HFBackend(model, tok, spec=f"random:{args.shape}", fingerprint="random")
-    work = workload(args.items, SHAPES[args.shape][5])
+    work = workload(args.items, SHAPES[args.shape][5], prompts=args.prompts)
     warm_up(backend, work, 0, args.max_new_tokens)
     # the engine's row index counts the prompts this process passes: its shard, or all of them in order
     mine = (distributed.shards([len(p.identity()) for p in work.prompts], world)[rank] if group
@@ -481,8 +511,8 @@ def weights_sum(model: Any) -> float:
 
 
 def write_lengths() -> None:
-    """Token lengths of the bundled benchmark's prompts (template seed-zh) and gold SQL (+1 for EOS), with
-    the embedded model's tokenizer."""
+    """Token lengths of the bundled benchmark's prompts (template seed-zh) and gold SQL (+1 for EOS), and the
+    prompts' token ids, with the embedded model's tokenizer."""
     from transformers import AutoTokenizer
 
     from harness.benchmark.loader import default_benchmark_dir, load_benchmark
@@ -493,11 +523,12 @@ def write_lengths() -> None:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     bench = load_benchmark(default_benchmark_dir(), "test")
     template = get_template(None)
-    prompts = [len(tok(render_prompt(q, template).text)["input_ids"]) for q in bench.questions]
+    prompt_ids = [tok(render_prompt(q, template).text)["input_ids"] for q in bench.questions]
+    prompts = [len(ids) for ids in prompt_ids]
     stops = [len(tok(q.gold, add_special_tokens=False)["input_ids"]) + 1 for q in bench.questions]
     source = json.loads(LENGTHS.read_text())["source"] if LENGTHS.exists() else ""
-    LENGTHS.write_text(json.dumps({"source": source, "prompt_tokens": prompts, "stop_tokens": stops},
-                                  separators=(",", ":")) + "\n")
+    LENGTHS.write_text(json.dumps({"source": source, "prompt_tokens": prompts, "stop_tokens": stops,
+                                   "prompt_ids": prompt_ids}, separators=(",", ":")) + "\n")
     print(f"{LENGTHS}: {len(prompts)} questions, prompts {min(prompts)}-{max(prompts)} tokens, "
           f"stops {min(stops)}-{max(stops)}")
 

@@ -12,8 +12,12 @@ How it works:
   are right-aligned: each row's tokens end at the newest column, what lies left of its prompt is
   masked out. Position ids are per row, so a row's numbers do not depend on where it sits.
 * A new prompt is prefilled on its own (with the others of its refill), and its keys and values are
-  copied into a free slot's row, ending at the newest column. Prompts are admitted longest first, so
-  a later one always fits left of the newest column.
+  copied into a free slot's row, ending at the newest column. The buffers are sized for the longest
+  prompt of the run, so every later one fits left of the newest column.
+* Prefixes shared by several prompts (the template's instructions, a table's DDL) are computed once:
+  ``harness.models.prefix`` keeps their keys and values, and a prefill computes only the rest of each
+  prompt. Within a refill, a prompt that can reuse a block another prompt of the refill is about to
+  compute is prefilled in a later round.
 * Columns left of every live row's prompt are dropped from the attention window (a view, no copy);
   when the buffer is full, the live window is moved back to the start (one copy per
   ``capacity - longest row`` steps).
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import ModelBackendError
 from harness.models.base import FinishReason
+from harness.models.prefix import BLOCK, PrefixStore
 from harness.models.stopping import LoopWatch, RowStopper
 
 if TYPE_CHECKING:
@@ -236,10 +241,11 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     return 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
-def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items: int) -> int:
+def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items: int, pooled_tokens: int = 0) -> int:
     """``--batch-size auto``. CPU: ``CPU_BATCH``. GPU: the most slots whose KV buffers fit the free memory
-    after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits, capped at the item count
-    and ``MAX_AUTO_SLOTS``. An estimate: the engine halves the slots on out-of-memory without losing items.
+    after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits and for the prefix cache's
+    pool (``pooled_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. An estimate: the engine
+    halves the slots on out-of-memory without losing items.
     """
     import torch
 
@@ -253,7 +259,8 @@ def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items:
     free, _total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
-    reserve = PREFILL_TOKENS * (per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
+    reserve = (PREFILL_TOKENS * (per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
+               + pooled_tokens * per_token)
     slots = int((0.92 * free - reserve) // per_row)
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
              per_row / 2**20)
@@ -294,7 +301,8 @@ class Engine:
     """
 
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
-                 make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None) -> None:
+                 make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
+                 prefix_cache: bool = True) -> None:
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -311,6 +319,8 @@ class Engine:
         self.prefill_tokens = 0
         self.prefill_seconds = 0.0
         self.backoffs = 0  # out-of-memory restarts
+        self.prefix_cache = prefix_cache
+        self.prefix: PrefixStore | None = None
         self._cache_kw = cache_keyword(model)
         check_supported(model)
 
@@ -321,6 +331,7 @@ class Engine:
         self.waiting = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), -i))
         self.slots = max(1, min(slots, len(encoded)))
         while self.waiting:
+            self.prefix = PrefixStore(self.encoded, self.waiting) if self.prefix_cache else None
             state = _State(self.slots, [None] * self.slots, LoopWatch(self.slots) if self.config.stop_on_loop else None)
             try:
                 yield from self._loop(state)
@@ -365,44 +376,71 @@ class Engine:
         live = state.slots - len(free)
         if not self.waiting or not free or (live and len(free) < max(1, state.slots // REFILL_SHARE)):
             return
-        take = self.waiting[::-1][:len(free)]  # longest first, so chunk[0] is the widest of its chunk
+        pending = self.waiting[::-1][:len(free)]  # longest first
+        while pending:
+            # With the prefix cache, prompts that can reuse a block another pending prompt is about to
+            # compute wait for the next round (one round per level of shared prefix).
+            ready, pending = self.prefix.order(pending) if self.prefix is not None else (pending, [])
+            for chunk in self._chunks(ready):
+                t0 = time.perf_counter()
+                self._prefill(state, chunk, free[:len(chunk)])
+                self.prefill_seconds += time.perf_counter() - t0
+                free = free[len(chunk):]
+                admitted = set(chunk)  # only now: an out-of-memory prefill loses nothing
+                self.waiting = [i for i in self.waiting if i not in admitted]
+
+    def _reused(self, item: int) -> int:
+        """Prompt tokens of ``item`` whose keys and values the prefix cache holds now."""
+        return self.prefix.stored(item) * BLOCK if self.prefix is not None else 0
+
+    def _chunks(self, items: list[int]) -> list[list[int]]:
+        """Items in prefill chunks of at most ``PREFILL_TOKENS`` computed tokens, widest first, so that rows
+        of a chunk need similar widths (the narrowest pays the widest's padding)."""
+        need = {i: len(self.encoded[i]) - self._reused(i) for i in items}
         chunks: list[list[int]] = [[]]
-        for item in take:
-            if chunks[-1] and (len(chunks[-1]) + 1) * len(self.encoded[chunks[-1][0]]) > PREFILL_TOKENS:
+        for item in sorted(items, key=lambda i: -need[i]):
+            if chunks[-1] and (len(chunks[-1]) + 1) * need[chunks[-1][0]] > PREFILL_TOKENS:
                 chunks.append([])
             chunks[-1].append(item)
-        for chunk in chunks:
-            t0 = time.perf_counter()
-            self._prefill(state, chunk, free[:len(chunk)])
-            self.prefill_seconds += time.perf_counter() - t0
-            self.prefill_tokens += len(chunk) * len(self.encoded[chunk[0]])
-            free = free[len(chunk):]
-            del self.waiting[-len(chunk):]  # admitted only now: an out-of-memory prefill loses nothing
+        return [c for c in chunks if c]
 
     def _prefill(self, state: _State, items: list[int], slots: list[int]) -> None:
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        width = len(self.encoded[items[0]])
+        lengths = [len(self.encoded[i]) for i in items]
+        reused = [self._reused(i) for i in items]
+        width = max(n - r for n, r in zip(lengths, reused, strict=True))  # computed columns
+        # A row that computes fewer than `width` tokens takes back that many of its reused ones, so that every
+        # row is contiguous: [zeros | its cached past | the tokens computed now], ending at the last column.
+        past = [max(0, r - (width - (n - r))) for n, r in zip(lengths, reused, strict=True)]
+        depth = max(past)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        for r, item in enumerate(items):  # left padding: every prompt ends at the newest column
-            ids[r, width - len(self.encoded[item]):] = torch.tensor(self.encoded[item], dtype=torch.long)
-            attention[r, width - len(self.encoded[item]):] = 1
+        attention = torch.zeros((len(items), depth + width), dtype=torch.long)
+        for r, item in enumerate(items):
+            tail = self.encoded[item][past[r]:]
+            ids[r, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+            attention[r, depth + width - lengths[r]:] = 1
         ids, attention = ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        positions = ((attention.cumsum(-1) - 1).clamp(min=0))[:, depth:]
         tmp: Any = DynamicCache()
+        if depth and self.prefix is not None:
+            tmp = DynamicCache(ddp_cache_data=list(zip(*self.prefix.gather(items, past), strict=True)))
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
-        keys = [layer.keys for layer in tmp.layers]
-        if state.cache is None:
-            self._allocate(state, keys, width)
+        self.prefill_tokens += len(items) * width
+        keys, values = [layer.keys for layer in tmp.layers], [layer.values for layer in tmp.layers]
+        if self.prefix is not None:
+            self.prefix.admit(items, keys, values, lengths)
+        width = depth + width  # columns this prefill leaves in the cache
+        if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
+            self._allocate(state, keys, max(width, *(len(self.encoded[i]) for i in self.waiting)))
         slot_t = torch.tensor(slots, dtype=torch.long, device=device)
         item_t = torch.tensor(items, dtype=torch.long, device=device)
         cache = state.cache
-        cache.write(slot_t, keys, [layer.values for layer in tmp.layers])
-        del tmp, keys
+        cache.write(slot_t, keys, values)
+        del tmp, keys, values
         end = cache.end
         if end - width < cache.start:  # the window reaches back to the new prompt (mask is 0 there)
             cache.set_start(end - width)
@@ -421,8 +459,8 @@ class Engine:
         self._observe(state, slots, first.tolist())
 
     def _allocate(self, state: _State, like: list[Any], width: int) -> None:
-        """Buffers for the first (widest) prompt plus every token it may generate, plus slack so that
-        moving the window back happens once per many steps."""
+        """Buffers for the longest prompt of the pass (``width`` columns) plus every token it may generate, plus
+        slack so that moving the window back happens once per many steps."""
         import torch
 
         capacity = capacity_for(width, self.config.max_new_tokens)

@@ -28,6 +28,7 @@ from harness.models.base import (
     Prompt,
 )
 from harness.models.engine import Engine, Finished, LogitsHook, auto_batch_size
+from harness.models.prefix import pool_tokens
 from harness.models.stopping import RowStopper, SqlStop, prompt_opens_fence
 
 if TYPE_CHECKING:
@@ -275,7 +276,8 @@ class HFBackend(ModelBackend):
     def auto_batch_size(self, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
         """``--batch-size auto``: on a GPU the most rows whose KV cache fits the free memory (the engine
         backs off on OOM anyway); on a CPU the measured default."""
-        return auto_batch_size(self.model, max(len(e) for e in encoded), max_new_tokens, len(encoded))
+        return auto_batch_size(self.model, max(len(e) for e in encoded), max_new_tokens, len(encoded),
+                               pool_tokens(encoded))
 
     def close(self) -> None:
         self.model = None
@@ -290,8 +292,10 @@ class HFBackend(ModelBackend):
 
 def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
-    out-of-memory backoff), prefill tokens and seconds, backoffs."""
+    out-of-memory backoff), prefill tokens computed (padding included) and reused from the prefix cache,
+    prefill seconds, backoffs."""
     return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
+            "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs}
 
 

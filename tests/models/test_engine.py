@@ -75,12 +75,14 @@ def old_path(backend: HFBackend, prompt: Prompt, config: GenerationConfig, score
     return (row, [s[0] for s in out.scores], gen) if scores else row
 
 
-def engine_ids(backend: HFBackend, prompts: list[Prompt], config: GenerationConfig) -> list[list[int]]:
+def engine_ids(backend: HFBackend, prompts: list[Prompt], config: GenerationConfig,
+               prefix_cache: bool = True) -> list[list[int]]:
     """Generated ids per prompt straight from the engine (EOS and max_new_tokens only)."""
     eos = frozenset(backend.eos_ids)
     engine = Engine(backend.model, pad_id=backend.tokenizer.pad_token_id,
                     config=replace(config, stop_on_loop=False), make_stopper=lambda item: RowStopper(
-                        eos_ids=eos, max_new_tokens=config.max_new_tokens, decode=str, sql=None, stop_loop=False))
+                        eos_ids=eos, max_new_tokens=config.max_new_tokens, decode=str, sql=None, stop_loop=False),
+                    prefix_cache=prefix_cache)
     out: dict[int, list[int]] = {}
     for ended in engine.run([backend.encode(p) for p in prompts], config.batch_size):
         out.update((d.item, d.ids) for d in ended)
@@ -135,8 +137,11 @@ def test_bf16_wobble_is_bounded(random_dir):
     """bf16: rows batched with different neighbours can round differently; each difference must sit on a
     near tie of the old path's logits, and most items must be equal."""
     backend = load_hf_backend(str(random_dir), BackendOptions(dtype="bf16"))
-    prompts = random_prompts(16, seed=2)
     config = GenerationConfig(max_new_tokens=12, batch_size=5, stop_on_loop=False, stop_at_statement_end=False)
+    assert_bf16_bounded(backend, random_prompts(16, seed=2), config)
+
+
+def assert_bf16_bounded(backend: HFBackend, prompts: list[Prompt], config: GenerationConfig) -> None:
     new = engine_ids(backend, prompts, config)
     equal = 0
     for p, new_ids in zip(prompts, new, strict=True):
@@ -149,6 +154,49 @@ def test_bf16_wobble_is_bounded(random_dir):
         top2 = scores[k].float().topk(2).values
         assert float(top2[0] - top2[1]) <= BF16_TIE, (p.id, k, top2)
     assert equal >= MIN_BF16_EQUAL * len(prompts), equal
+
+
+def shared_prompts(n: int, seed: int = 0) -> list[Prompt]:
+    """Prompts as an evaluation makes them: one preamble for all, one of three "table" texts, then a short
+    question, so that whole blocks of the prefix cache are shared at two levels."""
+    rng = random.Random(seed)
+    words = [w for w in WORDS if w != "```"]
+    preamble = " ".join(rng.choice(words) for _ in range(37))
+    tables = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 45))) for _ in range(3)]
+    return [Prompt(str(i), f"{preamble} {rng.choice(tables)} " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 12))))
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("batch_size", [2, 5, 16])
+def test_prefix_cache_equals_old_path_in_fp32_and_reuses_the_shared_blocks(random_fp32, batch_size):
+    """The shared preamble and "table" blocks are computed once and copied (2 slots: reused by later
+    refills; 16: all in the first refill, in rounds behind the prompts that compute them); every output
+    equals plain generate's, item by item."""
+    prompts = shared_prompts(16)
+    config = GenerationConfig(max_new_tokens=10, batch_size=batch_size, stop_on_loop=False,
+                              stop_at_statement_end=False)
+    new = random_fp32.generate(prompts, config)
+    reused = random_fp32.last_run["reused_tokens"]
+    old = [old_path(random_fp32, p, config) for p in prompts]
+    assert [(g.text, g.finish_reason, g.tokens_out) for g in new] == old
+    total = sum(len(random_fp32.encode(p)) for p in prompts)
+    assert reused >= 0.5 * total, (reused, total)  # the preamble alone is 37 of at most ~95 tokens
+    assert random_fp32.last_run["prefill_tokens"] < total - reused // 2
+
+
+def test_prefix_cache_off_gives_the_same_ids(random_fp32):
+    prompts = shared_prompts(12, seed=4)
+    config = GenerationConfig(max_new_tokens=8, batch_size=4, stop_on_loop=False, stop_at_statement_end=False)
+    assert engine_ids(random_fp32, prompts, config) == engine_ids(random_fp32, prompts, config, prefix_cache=False)
+
+
+def test_prefix_cache_bf16_wobble_is_bounded(random_dir):
+    """bf16 with reused blocks: computed in another batch, a block's keys may round differently; each
+    differing item must sit on a near tie of the old path's logits, and most items must be equal."""
+    backend = load_hf_backend(str(random_dir), BackendOptions(dtype="bf16"))
+    prompts = shared_prompts(16, seed=5)
+    config = GenerationConfig(max_new_tokens=12, batch_size=5, stop_on_loop=False, stop_at_statement_end=False)
+    assert_bf16_bounded(backend, prompts, config)
 
 
 def test_scripted_model_batches_of_every_size_agree(tiny_backend):

@@ -1,0 +1,167 @@
+"""Shared prompt prefixes computed once: the engine's prefix cache.
+
+An evaluation's prompts repeat themselves: every one opens with the template's instructions, and every
+question on a table repeats that table's DDL. In the bundled benchmark's 167 test prompts (70,853
+tokens, SmolLM2 tokenizer) only 10,021 tokens are not a prefix of an earlier prompt. Prefill is most of
+an evaluation's compute (docs/performance.md), so the keys and values of a shared prefix are kept and
+copied instead of computed again.
+
+How (the block scheme of vLLM's automatic prefix caching, reduced to one run's known prompts):
+
+* A prompt is cut into blocks of ``BLOCK`` tokens; a block's key is a chain hash of every token up to
+  its end, so equal keys mean equal prefixes. The last token of a prompt is never in a block (it must
+  be computed: its logits give the first new token).
+* Before the run, ``PrefixStore`` counts for each key the prompts not yet admitted that contain it. After
+  a prompt's prefill its blocks that some waiting prompt still contains are copied into one pool per
+  layer; a block leaves the pool when no waiting prompt contains it any more. The pool is sized up front
+  for every block two prompts share (``pool_tokens``), so ``--batch-size auto`` can reserve it.
+* Keys and values of a block do not depend on what follows it (causal attention) nor on where it sits
+  in a batch (each row's positions count from its own first token), so reusing them changes nothing
+  but rounding: equal in fp32, the usual bf16 batch-composition wobble otherwise
+  (tests/models/test_engine.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+BLOCK = 16
+
+
+def block_keys(ids: Sequence[int]) -> list[int]:
+    """Chain hashes of the prompt's full blocks, its last token excluded."""
+    keys: list[int] = []
+    h = 0
+    usable = len(ids) - 1
+    for j in range(usable // BLOCK):
+        h = hash((h, tuple(ids[j * BLOCK:(j + 1) * BLOCK])))
+        keys.append(h)
+    return keys
+
+
+def pool_tokens(encoded: Sequence[Sequence[int]]) -> int:
+    """Tokens the pool may need at most: every distinct block that two or more prompts contain."""
+    users = Counter(k for ids in encoded for k in set(block_keys(ids)))
+    return BLOCK * sum(1 for n in users.values() if n >= 2)
+
+
+class PrefixStore:
+    """The pool of shared blocks for one run of the engine (see the module doc)."""
+
+    def __init__(self, encoded: Sequence[Sequence[int]], waiting: Sequence[int]) -> None:
+        self.keys = [block_keys(ids) for ids in encoded]
+        self.users: Counter[int] = Counter(k for i in waiting for k in self.keys[i])
+        self.capacity = BLOCK * sum(1 for n in self.users.values() if n >= 2)
+        self.slot_of: dict[int, int] = {}  # key -> block slot in the pool
+        self.free: list[int] = list(range(self.capacity // BLOCK))[::-1]
+        self.k: list[torch.Tensor] = []  # per layer [kv_heads, capacity + 1, head_dim]; the last column is zeros
+        self.v: list[torch.Tensor] = []
+        self.reused_tokens = 0  # prompt tokens not computed thanks to the pool
+
+    # ------------------------------------------------------------------ planning
+
+    def stored(self, item: int) -> int:
+        """Leading blocks of ``item`` in the pool now."""
+        n = 0
+        for key in self.keys[item]:
+            if key not in self.slot_of:
+                break
+            n += 1
+        return n
+
+    def sharable(self, item: int) -> int:
+        """Leading blocks of ``item`` that are in the pool or that another waiting prompt contains: what it
+        could reuse if it waited for them."""
+        n = 0
+        for key in self.keys[item]:
+            if key not in self.slot_of and self.users[key] < 2:
+                break
+            n += 1
+        return n
+
+    def first_missing(self, item: int) -> int | None:
+        n = self.stored(item)
+        return self.keys[item][n] if n < len(self.keys[item]) else None
+
+    def order(self, pending: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(ready, later): a prompt is ready when waiting would not let it reuse more, or when it is the
+        first of the pending prompts to need a missing block (it computes the block for the others)."""
+        ready, later, leaders = [], [], set()
+        for item in pending:
+            if self.stored(item) >= self.sharable(item):
+                ready.append(item)
+                continue
+            missing = self.first_missing(item)
+            if missing in leaders:
+                later.append(item)
+            else:
+                leaders.add(missing)
+                ready.append(item)
+        return ready, later
+
+    # ------------------------------------------------------------------ tensors
+
+    def gather(self, items: Sequence[int], past: Sequence[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer keys and values ``[rows, kv_heads, width, head_dim]`` of the first ``past[r]`` tokens of
+        each row's prompt, from the pool, right-aligned (zeros on the left), ``width = max(past)``."""
+        import torch
+
+        width = max(past)
+        pad = self.capacity
+        index = torch.full((len(items), width), pad, dtype=torch.long)
+        for r, (item, n) in enumerate(zip(items, past, strict=True)):
+            cols = [self.slot_of[self.keys[item][t // BLOCK]] * BLOCK + t % BLOCK for t in range(n)]
+            if cols:
+                index[r, width - n:] = torch.tensor(cols, dtype=torch.long)
+        index = index.to(self.k[0].device)
+        self.reused_tokens += sum(past)
+        keys = [pool[:, index].transpose(0, 1) for pool in self.k]
+        values = [pool[:, index].transpose(0, 1) for pool in self.v]
+        return keys, values
+
+    def admit(self, items: Sequence[int], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+              lengths: Sequence[int]) -> None:
+        """After the prefill of ``items`` (``keys``/``values``: per layer ``[rows, kv_heads, width, head_dim]``,
+        each row's prompt in its last ``lengths[r]`` columns): they no longer wait; their blocks that a
+        waiting prompt contains join the pool; blocks no waiting prompt contains leave it."""
+        import torch
+
+        for item in items:
+            self.users.subtract(self.keys[item])
+        rows: list[int] = []
+        cols: list[int] = []
+        slots: list[int] = []
+        width = keys[0].shape[2]
+        for r, item in enumerate(items):
+            first = width - lengths[r]
+            for j, key in enumerate(self.keys[item]):
+                if key in self.slot_of or self.users[key] <= 0 or not self.free:
+                    continue
+                slot = self.free.pop()
+                self.slot_of[key] = slot
+                rows += [r] * BLOCK
+                cols += range(first + j * BLOCK, first + (j + 1) * BLOCK)
+                slots += range(slot * BLOCK, (slot + 1) * BLOCK)
+        if rows:
+            if not self.k:
+                self._allocate(keys)
+            device = keys[0].device
+            r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (rows, cols, slots))
+            for pool_k, pool_v, k, v in zip(self.k, self.v, keys, values, strict=True):
+                pool_k[:, s_t] = k[r_t, :, c_t].transpose(0, 1)
+                pool_v[:, s_t] = v[r_t, :, c_t].transpose(0, 1)
+        for key in [k for k in self.slot_of if self.users[k] <= 0]:
+            self.free.append(self.slot_of.pop(key))
+
+    def _allocate(self, like: Sequence[torch.Tensor]) -> None:
+        """One pool per layer, shaped like that layer's keys, plus a zero column for padding."""
+        import torch
+
+        self.k = [torch.zeros((t.shape[1], self.capacity + 1, t.shape[3]), dtype=t.dtype, device=t.device)
+                  for t in like]
+        self.v = [torch.zeros_like(t) for t in self.k]
