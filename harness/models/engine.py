@@ -426,7 +426,8 @@ class Engine:
         positions = ((attention.cumsum(-1) - 1).clamp(min=0))[:, depth:]
         tmp: Any = DynamicCache()
         if depth and self.prefix is not None:
-            tmp = DynamicCache(ddp_cache_data=list(zip(*self.prefix.gather(items, past), strict=True)))
+            for layer, (k, v) in enumerate(zip(*self.prefix.gather(items, past), strict=True)):
+                tmp.update(k, v, layer)
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
         self.prefill_tokens += len(items) * width
