@@ -259,7 +259,8 @@ def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items:
     free, _total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
-    reserve = (PREFILL_TOKENS * (per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
+    # a prefill chunk: its past gathered from the prefix pool, the cache that past is copied into, activations
+    reserve = (PREFILL_TOKENS * (2 * per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
                + pooled_tokens * per_token)
     slots = int((0.92 * free - reserve) // per_row)
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
@@ -394,15 +395,20 @@ class Engine:
         return self.prefix.stored(item) * BLOCK if self.prefix is not None else 0
 
     def _chunks(self, items: list[int]) -> list[list[int]]:
-        """Items in prefill chunks of at most ``PREFILL_TOKENS`` computed tokens, widest first, so that rows
-        of a chunk need similar widths (the narrowest pays the widest's padding)."""
+        """Items in prefill chunks of at most ``PREFILL_TOKENS`` cache columns (the reused past included: its
+        keys and values are copied into the chunk's cache), ordered by the tokens each computes, so that rows
+        of a chunk compute similar widths (the narrowest pays the widest's padding)."""
         need = {i: len(self.encoded[i]) - self._reused(i) for i in items}
         chunks: list[list[int]] = [[]]
+        widest = 0
         for item in sorted(items, key=lambda i: -need[i]):
-            if chunks[-1] and (len(chunks[-1]) + 1) * need[chunks[-1][0]] > PREFILL_TOKENS:
+            wider = max(widest, len(self.encoded[item]))
+            if chunks[-1] and (len(chunks[-1]) + 1) * wider > PREFILL_TOKENS:
                 chunks.append([])
+                wider = len(self.encoded[item])
             chunks[-1].append(item)
-        return [c for c in chunks if c]
+            widest = wider
+        return chunks
 
     def _prefill(self, state: _State, items: list[int], slots: list[int]) -> None:
         import torch
