@@ -14,7 +14,8 @@ How (the block scheme of vLLM's automatic prefix caching, reduced to one run's k
 * Before the run, ``PrefixStore`` counts for each key the prompts not yet admitted that contain it. After
   a prompt's prefill its blocks that some waiting prompt still contains are copied into one pool per
   layer; a block leaves the pool when no waiting prompt contains it any more. The pool is sized up front
-  for every block two prompts share (``pool_tokens``), so ``--batch-size auto`` can reserve it.
+  for every block two prompts share, at most ``MAX_POOL_TOKENS`` (``pool_tokens``), so ``--batch-size
+  auto`` can reserve it; a full pool keeps no more blocks.
 * Keys and values of a block do not depend on what follows it (causal attention) nor on where it sits
   in a batch (each row's positions count from its own first token), so reusing them changes nothing
   but rounding: equal in fp32, the usual bf16 batch-composition wobble otherwise
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     import torch
 
 BLOCK = 16
+# The pool's size at most, in tokens (13B: 6.7 GB; SmolLM2-135M: 0.2 GB). A benchmark over many databases
+# shares far more than fits; when the pool is full, blocks are simply not kept, and prompts compute them.
+# The bundled benchmark's test split shares 3,344 tokens.
+MAX_POOL_TOKENS = 8192
 
 
 def block_keys(ids: Sequence[int]) -> list[int]:
@@ -45,9 +50,14 @@ def block_keys(ids: Sequence[int]) -> list[int]:
 
 
 def pool_tokens(encoded: Sequence[Sequence[int]]) -> int:
-    """Tokens the pool may need at most: every distinct block that two or more prompts contain."""
+    """The pool's size in tokens: every distinct block that two or more prompts contain, at most
+    ``MAX_POOL_TOKENS``."""
     users = Counter(k for ids in encoded for k in set(block_keys(ids)))
-    return BLOCK * sum(1 for n in users.values() if n >= 2)
+    return _capped(sum(1 for n in users.values() if n >= 2))
+
+
+def _capped(shared_blocks: int) -> int:
+    return BLOCK * min(shared_blocks, MAX_POOL_TOKENS // BLOCK)
 
 
 class PrefixStore:
@@ -56,7 +66,7 @@ class PrefixStore:
     def __init__(self, encoded: Sequence[Sequence[int]], waiting: Sequence[int]) -> None:
         self.keys = [block_keys(ids) for ids in encoded]
         self.users: Counter[int] = Counter(k for i in waiting for k in self.keys[i])
-        self.capacity = BLOCK * sum(1 for n in self.users.values() if n >= 2)
+        self.capacity = _capped(sum(1 for n in self.users.values() if n >= 2))
         self.slot_of: dict[int, int] = {}  # key -> block slot in the pool
         self.free: list[int] = list(range(self.capacity // BLOCK))[::-1]
         self.k: list[torch.Tensor] = []  # per layer [kv_heads, capacity + 1, head_dim]; the last column is zeros

@@ -184,6 +184,21 @@ def test_prefix_cache_equals_old_path_in_fp32_and_reuses_the_shared_blocks(rando
     assert random_fp32.last_run["prefill_tokens"] < total - reused // 2
 
 
+def test_a_full_prefix_pool_keeps_no_more_blocks_and_changes_no_output(random_fp32, monkeypatch):
+    """Many prompts sharing more than the pool holds (capped here at 3 blocks): the pool stays at its cap,
+    the blocks that fit are reused, and every output is still the plain path's."""
+    import harness.models.prefix as prefix
+
+    monkeypatch.setattr(prefix, "MAX_POOL_TOKENS", 3 * prefix.BLOCK)
+    prompts = shared_prompts(10, seed=6)
+    encoded = [random_fp32.encode(p) for p in prompts]
+    assert prefix.pool_tokens(encoded) == 3 * prefix.BLOCK
+    config = GenerationConfig(max_new_tokens=6, batch_size=3, stop_on_loop=False, stop_at_statement_end=False)
+    new = random_fp32.generate(prompts, config)
+    assert [(g.text, g.finish_reason, g.tokens_out) for g in new] == [old_path(random_fp32, p, config) for p in prompts]
+    assert 0 < random_fp32.last_run["reused_tokens"]
+
+
 def test_prefix_cache_off_gives_the_same_ids(random_fp32):
     prompts = shared_prompts(12, seed=4)
     config = GenerationConfig(max_new_tokens=8, batch_size=4, stop_on_loop=False, stop_at_statement_end=False)
