@@ -82,6 +82,11 @@ set_key engine cgroup_manager '"cgroupfs"'
 # 4. podman's Docker API service, detached from this shell
 if ! answers "$SOCK"; then
   LOG=/run/podman/service.log
+  if $SUDO test -S "$SOCK" && ! pgrep -f "podman system service" >/dev/null; then
+    # a service that died (killed, out of memory) leaves its socket behind, and nothing answers there
+    say "removing the stale socket $SOCK: no podman service runs"
+    $SUDO rm -f "$SOCK"
+  fi
   if ! $SUDO test -S "$SOCK"; then
     say "starting podman system service on unix://$SOCK (log: $LOG)"
     $SUDO mkdir -p /run/podman
