@@ -15,3 +15,18 @@ def report(figures: dict[str, Any], out: Path | None, *, echo: bool = True) -> N
         print(text)
     if out:
         out.write_text(text + "\n", encoding="utf-8")
+
+
+def profiled_totals(prof: Any) -> dict[str, float]:
+    """Device-kernel and host-operator seconds, and kernel launches, of a finished ``torch.profiler`` run:
+    a step whose kernels sum to far less than its wall time is bound by the host."""
+    events = prof.key_averages()
+    device = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+    return {"device_kernel_s": round(device / 1e6, 3), "kernel_launches": launches}
+
+
+def print_top_operators(prof: Any, rows: int = 25) -> None:
+    """The profiler's operator tables, by self device time and by self host time."""
+    for key in ("self_cuda_time_total", "self_cpu_time_total"):
+        print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from figures import print_top_operators  # benchmarks/perf/figures.py, beside this script
+
 from harness.benchmark.loader import default_benchmark_dir, load_benchmark
 from harness.finetune.trainer import FinetuneConfig, finetune_questions
 
@@ -115,13 +117,9 @@ def _profiler(steps: int) -> Any:
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    def report(prof: Any) -> None:
-        for key in ("self_cuda_time_total", "self_cpu_time_total"):
-            print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     prof = profile(activities=activities, schedule=schedule(wait=0, warmup=5, active=steps, repeat=1),
-                   on_trace_ready=report)
+                   on_trace_ready=print_top_operators)
 
     return prof
 

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from figures import print_top_operators, profiled_totals  # benchmarks/perf/figures.py, beside this script
+
 from harness.models.base import BackendOptions, GenerationConfig, Prompt
 
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
@@ -341,6 +343,24 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
             emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
                          lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
                          work, model, floors))
+        if args.profile and args.clock.left(f"{mode} profile batch {batch}", emit):
+            runs = {"harness": lambda b=batch: run_harness(backend, work, b, args.max_new_tokens),
+                    "generate": lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens)}
+            for path, fn in runs.items():
+                emit({**base, "profile": path, "batch": batch, **profiled(fn)})
+
+
+def profiled(fn: Any) -> dict[str, Any]:
+    """``fn`` once under the torch profiler: its wall time, the device kernels' total and the launches
+    (the operator tables go to stdout). Profiling slows the host, so the wall time is not a figure."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        got = fn()
+    print_top_operators(prof)
+    return {"profiled_wall_s": round(got["wall_s"], 2), **profiled_totals(prof)}
 
 
 class Clock:
@@ -367,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the CLI default; rows stop before it")
     ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--profile", action="store_true", help="after each batch's rows, run both paths once more "
+                    "under the torch profiler: device-kernel seconds and launches, and the top operators")
     ap.add_argument("--budget-s", type=float, default=540, help="stop starting settings after this (the device "
                     "call's limit is 600 s)")
     ap.add_argument("--reserve-s", type=float, default=45, help="time a setting needs at least")
