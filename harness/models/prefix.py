@@ -85,11 +85,11 @@ class PrefixStore:
         return n
 
     def sharable(self, item: int) -> int:
-        """Leading blocks of ``item`` that are in the pool or that another waiting prompt contains: what it
-        could reuse if it waited for them."""
+        """Leading blocks of ``item`` that are in the pool, or that another waiting prompt contains while the
+        pool has room for them: what it could reuse if it waited for them."""
         n = 0
         for key in self.keys[item]:
-            if key not in self.slot_of and self.users[key] < 2:
+            if key not in self.slot_of and (self.users[key] < 2 or not self.free):
                 break
             n += 1
         return n

@@ -199,6 +199,29 @@ def test_a_full_prefix_pool_keeps_no_more_blocks_and_changes_no_output(random_fp
     assert 0 < random_fp32.last_run["reused_tokens"]
 
 
+def test_a_full_prefix_pool_does_not_make_prompts_wait_for_blocks_it_cannot_keep(random_fp32, monkeypatch):
+    """With room for one block, the prompts of a refill must not queue one per round behind leaders whose
+    blocks the pool cannot keep: a handful of prefill forwards, not one per prompt."""
+    import harness.models.prefix as prefix
+
+    monkeypatch.setattr(prefix, "MAX_POOL_TOKENS", prefix.BLOCK)
+    prompts = shared_prompts(16, seed=7)
+    model = random_fp32.model
+    real = type(model).forward
+    prefills = []
+
+    def counting(self, *args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            prefills.append(ids.shape[0])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    config = GenerationConfig(max_new_tokens=4, batch_size=16, stop_on_loop=False, stop_at_statement_end=False)
+    random_fp32.generate(prompts, config)
+    assert sum(prefills) == 16 and len(prefills) <= 4, prefills
+
+
 def test_prefix_cache_off_gives_the_same_ids(random_fp32):
     prompts = shared_prompts(12, seed=4)
     config = GenerationConfig(max_new_tokens=8, batch_size=4, stop_on_loop=False, stop_at_statement_end=False)
