@@ -90,7 +90,8 @@ if ! answers "$SOCK"; then
   if ! $SUDO test -S "$SOCK"; then
     say "starting podman system service on unix://$SOCK (log: $LOG)"
     $SUDO mkdir -p /run/podman
-    $SUDO setsid sh -c "nohup podman system service --time=0 unix://$SOCK >$LOG 2>&1 </dev/null &"
+    # from /: the service keeps its working directory, and a checkout deleted under it breaks conmon
+    (cd / && $SUDO setsid sh -c "nohup podman system service --time=0 unix://$SOCK >$LOG 2>&1 </dev/null &")
     for _ in $(seq 1 50); do $SUDO test -S "$SOCK" && break; sleep 0.2; done
   fi
   if [ "$(id -u)" -ne 0 ]; then
