@@ -87,7 +87,7 @@ _KINDS[key_value] = "KEY=VALUE, e.g. concurrency=8"
 
 
 def batch_size(text: str) -> int:
-    """``auto`` (stored as 0: the hf engine picks the batch from the GPU's free memory, 8 on a CPU) or N.
+    """``auto`` (stored as 0: the hf engine picks the batch from the GPU's free memory, up to 32 on a CPU) or N.
 
     >>> batch_size("auto"), batch_size("16")
     (0, 16)
@@ -199,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--quantize", BackendOptions, "quantize", choices=("8bit", "4bit"), help="load with bitsandbytes (GPU)"),
     Option("--max-new-tokens", GenerationConfig, "max_new_tokens", int, AT_LEAST_1, "tokens generated per question at most"),
     Option("--batch-size", GenerationConfig, "batch_size", batch_size, NON_NEGATIVE, "prompts generated together: "
-       "auto (0) is the most that fit the GPU's free memory, 8 on a CPU"),
+       "auto (0) is the most that fit the GPU's free memory, up to 32 on a CPU"),
     Option("--api-base", BackendOptions, "api_base", help="openai: base URL (default $OPENAI_BASE_URL)"),
     Option("--price-in", BackendOptions, "price_in_cny_per_1k", float, NON_NEGATIVE, "openai: CNY per 1k prompt tokens"),
     Option("--price-out", BackendOptions, "price_out_cny_per_1k", float, NON_NEGATIVE, "openai: CNY per 1k completion tokens"),

@@ -53,8 +53,12 @@ log = logging.getLogger(__name__)
 REFILL_SHARE = 8
 # Prompt tokens per prefill forward: bounds prefill activations whatever the batch size.
 PREFILL_TOKENS = 8192
-# --batch-size auto on a CPU: the batch size the CLI has always used there (README: measured on 2 cores).
-CPU_BATCH = 8
+# --batch-size auto on a CPU, at most. The bundled main job (167 questions, embedded SmolLM2, 2 cores, with
+# the prefix cache; `benchmarks/perf/overhead.py --fresh --batch-size N`, 2026-12-01) took 134.1 s of wall
+# time at 8 rows, 97.6 at 16, 78.2 at 32 and 74.7 at 64: more rows share each read of the weights.
+CPU_BATCH = 32
+# ... and the KV buffers of those rows take at most this share of the memory available.
+CPU_MEMORY_SHARE = 0.25
 MAX_AUTO_SLOTS = 512
 LogitsHook = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
@@ -242,20 +246,22 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
 
 
 def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items: int, pooled_tokens: int = 0) -> int:
-    """``--batch-size auto``. CPU: ``CPU_BATCH``. GPU: the most slots whose KV buffers fit the free memory
+    """``--batch-size auto``. CPU: ``CPU_BATCH`` rows, fewer if their KV buffers would take more than
+    ``CPU_MEMORY_SHARE`` of the memory available. GPU: the most slots whose KV buffers fit the free memory
     after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits and for the prefix cache's
     pool (``pooled_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. An estimate: the engine
     halves the slots on out-of-memory without losing items.
     """
     import torch
 
-    device = getattr(model, "device", None)
-    if device is None or device.type != "cuda":
-        return min(CPU_BATCH, max(1, items))
     dtype_bytes = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     per_token = kv_bytes_per_token(cfg, dtype_bytes)
     per_row = per_token * capacity_for(longest_prompt, max_new_tokens) + 3 * 4 * cfg.vocab_size
+    device = getattr(model, "device", None)
+    if device is None or device.type != "cuda":
+        fits = int(CPU_MEMORY_SHARE * available_memory() // per_row)
+        return max(1, min(CPU_BATCH, items, fits))
     free, _total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
@@ -266,6 +272,23 @@ def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items:
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
              per_row / 2**20)
     return max(1, min(slots, items, MAX_AUTO_SLOTS))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux: MemAvailable; elsewhere: free pages)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no way to know: assume room for the default
+        return 1 << 40
 
 
 def is_oom(exc: BaseException) -> bool:

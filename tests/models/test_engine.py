@@ -272,10 +272,25 @@ def test_out_of_memory_halves_the_batch_without_losing_items(random_fp32, monkey
 
 
 def test_auto_batch_size_on_cpu_is_the_measured_default(random_fp32):
-    assert random_fp32.auto_batch_size([[1, 2, 3]] * 50, 64) == 8
+    from harness.models.engine import CPU_BATCH
+
+    assert random_fp32.auto_batch_size([[1, 2, 3]] * 50, 64) == CPU_BATCH == 32
     assert random_fp32.auto_batch_size([[1, 2, 3]] * 3, 64) == 3
-    gens = random_fp32.generate(random_prompts(10), GenerationConfig(max_new_tokens=5, batch_size=0))
-    assert len(gens) == 10 and random_fp32.last_run["slots"] == 8
+    gens = random_fp32.generate(random_prompts(40), GenerationConfig(max_new_tokens=5, batch_size=0))
+    assert len(gens) == 40 and random_fp32.last_run["slots"] == 32
+
+
+def test_auto_batch_size_on_cpu_leaves_memory_for_the_rest(random_fp32, monkeypatch):
+    """Rows whose KV buffers would take more than a quarter of the available memory are not started."""
+    import harness.models.engine as engine
+    from harness.models.engine import capacity_for, kv_bytes_per_token
+
+    per_row = (kv_bytes_per_token(random_fp32.model.config, 4) * capacity_for(3, 64)
+               + 3 * 4 * random_fp32.model.config.vocab_size)
+    monkeypatch.setattr(engine, "available_memory", lambda: 4 * 5 * per_row)
+    assert random_fp32.auto_batch_size([[1, 2, 3]] * 50, 64) == 5
+    monkeypatch.setattr(engine, "available_memory", lambda: 1)
+    assert random_fp32.auto_batch_size([[1, 2, 3]] * 50, 64) == 1
 
 
 
