@@ -22,6 +22,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {BLOCKED!r}:
             raise ImportError("the GPU machine has no " + name)
 sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(ROOT / "benchmarks/perf")!r})  # as `python benchmarks/perf/generation.py` has it
 sys.argv = ["generation.py", "--smoke", "--out", sys.argv[1]]
 runpy.run_path({str(ROOT / "benchmarks/perf/generation.py")!r}, run_name="__main__")
 """
