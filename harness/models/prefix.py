@@ -9,8 +9,9 @@ copied instead of computed again.
 How (the block scheme of vLLM's automatic prefix caching, reduced to one run's known prompts):
 
 * A prompt is cut into blocks of ``BLOCK`` tokens; a block's key is a chain hash of every token up to
-  its end, so equal keys mean equal prefixes. The last token of a prompt is never in a block (it must
-  be computed: its logits give the first new token).
+  its end, so equal keys mean equal prefixes; a key that two different prefixes reach (a hash
+  collision) is checked for and never shared (``checked_keys``). The last token of a prompt is never in
+  a block (it must be computed: its logits give the first new token).
 * Before the run, ``PrefixStore`` counts for each key the prompts not yet admitted that contain it. After
   a prompt's prefill its blocks that some waiting prompt still contains are copied into one pool per
   layer; a block leaves the pool when no waiting prompt contains it any more. The pool is sized up front
@@ -49,10 +50,28 @@ def block_keys(ids: Sequence[int]) -> list[int]:
     return keys
 
 
+def checked_keys(encoded: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Each prompt's block keys, cut at the first key that another prompt reached with other tokens: a
+    hash collision must cost a recomputation, never another prompt's keys and values."""
+    seen: dict[int, tuple[int, tuple[int, ...]]] = {}
+    out = []
+    for ids in encoded:
+        keys = block_keys(ids)
+        prev = 0
+        for j, key in enumerate(keys):
+            content = (prev, tuple(ids[j * BLOCK:(j + 1) * BLOCK]))
+            if seen.setdefault(key, content) != content:
+                keys = keys[:j]
+                break
+            prev = key
+        out.append(keys)
+    return out
+
+
 def pool_tokens(encoded: Sequence[Sequence[int]]) -> int:
     """The pool's size in tokens: every distinct block that two or more prompts contain, at most
     ``MAX_POOL_TOKENS``."""
-    users = Counter(k for ids in encoded for k in set(block_keys(ids)))
+    users = Counter(k for keys in checked_keys(encoded) for k in set(keys))
     return _capped(sum(1 for n in users.values() if n >= 2))
 
 
@@ -64,7 +83,7 @@ class PrefixStore:
     """The pool of shared blocks for one run of the engine (see the module doc)."""
 
     def __init__(self, encoded: Sequence[Sequence[int]], waiting: Sequence[int]) -> None:
-        self.keys = [block_keys(ids) for ids in encoded]
+        self.keys = checked_keys(encoded)
         self.users: Counter[int] = Counter(k for i in waiting for k in self.keys[i])
         self.capacity = _capped(sum(1 for n in self.users.values() if n >= 2))
         self.slot_of: dict[int, int] = {}  # key -> block slot in the pool

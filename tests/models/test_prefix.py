@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.models import prefix
-from harness.models.prefix import BLOCK, PrefixStore, block_keys, pool_tokens
+from harness.models.prefix import BLOCK, PrefixStore, block_keys, checked_keys, pool_tokens
 
 torch = pytest.importorskip("torch")
 
@@ -55,3 +55,11 @@ def test_admitted_blocks_are_kept_for_waiting_prompts_and_freed_after_the_last()
     assert store.stored(2) == 2  # prompt 2 still waits for them
     store.admit([2], keys, keys, [width])
     assert not store.slot_of and len(store.free) == store.capacity // BLOCK
+
+
+def test_a_hash_collision_costs_a_recomputation_not_another_prompts_keys(monkeypatch):
+    """Two different first blocks forced onto one key: the second prompt keeps no block from it on."""
+    a, b = prompt(1), [7] * BLOCK + SHARED[BLOCK:] + [1]
+    monkeypatch.setattr(prefix, "block_keys", lambda ids: [11, 22][:(len(ids) - 1) // BLOCK])
+    assert checked_keys([a, b]) == [[11, 22], []]
+    assert checked_keys([a, list(a)]) == [[11, 22], [11, 22]]
