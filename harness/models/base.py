@@ -17,7 +17,7 @@ FinishReason = Literal["stop", "length", "loop", "error"]
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 256
-    batch_size: int = 0  # 0: auto (harness.models.engine.auto_batch_size: GPU memory; 8 on a CPU)
+    batch_size: int = 0  # 0: auto (harness.models.engine.auto_batch_size: GPU memory; up to 32 on a CPU)
     temperature: float = 0.0  # 0 = greedy, deterministic
     seed: int = 0
     stop_at_statement_end: bool = True

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import ModelBackendError
 from harness.models.base import FinishReason
-from harness.models.prefix import BLOCK, PrefixStore
+from harness.models.prefix import BLOCK, PrefixStore, pool_tokens
 from harness.models.stopping import LoopWatch, RowStopper
 
 if TYPE_CHECKING:
@@ -245,14 +245,16 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     return 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
-def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items: int, pooled_tokens: int = 0) -> int:
-    """``--batch-size auto``. CPU: ``CPU_BATCH`` rows, fewer if their KV buffers would take more than
-    ``CPU_MEMORY_SHARE`` of the memory available. GPU: the most slots whose KV buffers fit the free memory
-    after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits and for the prefix cache's
-    pool (``pooled_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. An estimate: the engine
+def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
+    """``--batch-size auto`` for these prompts. CPU: ``CPU_BATCH`` rows, fewer if their KV buffers would take
+    more than ``CPU_MEMORY_SHARE`` of the memory available. GPU: the most slots whose KV buffers fit the free
+    memory after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits and for the prefix
+    cache's pool (``pool_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. An estimate: the engine
     halves the slots on out-of-memory without losing items.
     """
     import torch
+
+    longest_prompt, items = max(len(e) for e in encoded), len(encoded)
 
     dtype_bytes = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -267,7 +269,7 @@ def auto_batch_size(model: Any, longest_prompt: int, max_new_tokens: int, items:
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
     # a prefill chunk: its past gathered from the prefix pool, the cache that past is copied into, activations
     reserve = (PREFILL_TOKENS * (2 * per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
-               + pooled_tokens * per_token)
+               + pool_tokens(encoded) * per_token)
     slots = int((0.92 * free - reserve) // per_row)
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
              per_row / 2**20)
@@ -460,22 +462,22 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
         self.prefill_tokens += len(items) * width
+        columns = depth + width  # what this prefill leaves in the cache
         keys, values = [layer.keys for layer in tmp.layers], [layer.values for layer in tmp.layers]
         if self.prefix is not None:
             self.prefix.admit(items, keys, values, lengths)
-        width = depth + width  # columns this prefill leaves in the cache
         if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
-            self._allocate(state, keys, max(width, *(len(self.encoded[i]) for i in self.waiting)))
+            self._allocate(state, keys, max(columns, *(len(self.encoded[i]) for i in self.waiting)))
         slot_t = torch.tensor(slots, dtype=torch.long, device=device)
         item_t = torch.tensor(items, dtype=torch.long, device=device)
         cache = state.cache
         cache.write(slot_t, keys, values)
         del tmp, keys, values
         end = cache.end
-        if end - width < cache.start:  # the window reaches back to the new prompt (mask is 0 there)
-            cache.set_start(end - width)
+        if end - columns < cache.start:  # the window reaches back to the new prompt (mask is 0 there)
+            cache.set_start(end - columns)
         state.mask[slot_t] = 0
-        state.mask[slot_t, end - width:end] = attention
+        state.mask[slot_t, end - columns:end] = attention
         state.pos[slot_t] = attention.sum(-1)
         state.items[slot_t] = item_t
         state.count[slot_t] = 0

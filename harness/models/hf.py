@@ -28,7 +28,6 @@ from harness.models.base import (
     Prompt,
 )
 from harness.models.engine import Engine, Finished, LogitsHook, auto_batch_size
-from harness.models.prefix import pool_tokens
 from harness.models.stopping import RowStopper, SqlStop, prompt_opens_fence
 
 if TYPE_CHECKING:
@@ -179,6 +178,7 @@ class HFBackend(ModelBackend):
         self.template = template  # a PromptTemplate the weights were trained with, or None
         self._warned_no_chat = False
         self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
+        self.prefix_cache = True  # the engine keeps shared prompt prefixes (benchmarks/perf/prefix_cache.py turns it off)
         self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -247,7 +247,7 @@ class HFBackend(ModelBackend):
                               stop_loop=config.stop_on_loop)
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
-                        logits_hook=self.logits_hook)
+                        logits_hook=self.logits_hook, prefix_cache=self.prefix_cache)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
@@ -276,8 +276,7 @@ class HFBackend(ModelBackend):
     def auto_batch_size(self, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
         """``--batch-size auto``: on a GPU the most rows whose KV cache fits the free memory (the engine
         backs off on OOM anyway); on a CPU the measured default."""
-        return auto_batch_size(self.model, max(len(e) for e in encoded), max_new_tokens, len(encoded),
-                               pool_tokens(encoded))
+        return auto_batch_size(self.model, encoded, max_new_tokens)
 
     def close(self) -> None:
         self.model = None

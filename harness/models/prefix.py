@@ -71,12 +71,12 @@ def checked_keys(encoded: Sequence[Sequence[int]]) -> list[list[int]]:
 def pool_tokens(encoded: Sequence[Sequence[int]]) -> int:
     """The pool's size in tokens: every distinct block that two or more prompts contain, at most
     ``MAX_POOL_TOKENS``."""
-    users = Counter(k for keys in checked_keys(encoded) for k in set(keys))
-    return _capped(sum(1 for n in users.values() if n >= 2))
+    return _pool_size(Counter(k for keys in checked_keys(encoded) for k in set(keys)))
 
 
-def _capped(shared_blocks: int) -> int:
-    return BLOCK * min(shared_blocks, MAX_POOL_TOKENS // BLOCK)
+def _pool_size(users: Counter[int]) -> int:
+    """Tokens of every block that two or more prompts contain (``users``: prompts per key), capped."""
+    return BLOCK * min(sum(1 for n in users.values() if n >= 2), MAX_POOL_TOKENS // BLOCK)
 
 
 class PrefixStore:
@@ -85,7 +85,7 @@ class PrefixStore:
     def __init__(self, encoded: Sequence[Sequence[int]], waiting: Sequence[int]) -> None:
         self.keys = checked_keys(encoded)
         self.users: Counter[int] = Counter(k for i in waiting for k in self.keys[i])
-        self.capacity = _capped(sum(1 for n in self.users.values() if n >= 2))
+        self.capacity = _pool_size(self.users)
         self.slot_of: dict[int, int] = {}  # key -> block slot in the pool
         self.free: list[int] = list(range(self.capacity // BLOCK))[::-1]
         self.k: list[torch.Tensor] = []  # per layer [kv_heads, capacity + 1, head_dim]; the last column is zeros
@@ -113,19 +113,16 @@ class PrefixStore:
             n += 1
         return n
 
-    def first_missing(self, item: int) -> int | None:
-        n = self.stored(item)
-        return self.keys[item][n] if n < len(self.keys[item]) else None
-
     def order(self, pending: Sequence[int]) -> tuple[list[int], list[int]]:
         """(ready, later): a prompt is ready when waiting would not let it reuse more, or when it is the
         first of the pending prompts to need a missing block (it computes the block for the others)."""
         ready, later, leaders = [], [], set()
         for item in pending:
-            if self.stored(item) >= self.sharable(item):
+            have = self.stored(item)
+            if have >= self.sharable(item):
                 ready.append(item)
                 continue
-            missing = self.first_missing(item)
+            missing = self.keys[item][have]  # sharable > have: there is a next block
             if missing in leaders:
                 later.append(item)
             else:

@@ -197,6 +197,12 @@ def test_a_full_prefix_pool_keeps_no_more_blocks_and_changes_no_output(random_fp
     new = random_fp32.generate(prompts, config)
     assert [(g.text, g.finish_reason, g.tokens_out) for g in new] == [old_path(random_fp32, p, config) for p in prompts]
     assert 0 < random_fp32.last_run["reused_tokens"]
+    engine = Engine(random_fp32.model, pad_id=random_fp32.tokenizer.pad_token_id, config=config,
+                    make_stopper=lambda item: RowStopper(eos_ids=frozenset(random_fp32.eos_ids), max_new_tokens=6,
+                                                         decode=str, sql=None, stop_loop=False))
+    for _ in engine.run(encoded, 3):
+        assert len(engine.prefix.slot_of) <= 3  # never more blocks than the pool holds
+    assert [t.shape[1] for t in engine.prefix.k] == [3 * prefix.BLOCK + 1] * len(engine.prefix.k)
 
 
 def test_a_full_prefix_pool_does_not_make_prompts_wait_for_blocks_it_cannot_keep(random_fp32, monkeypatch):
