@@ -3,9 +3,10 @@ hub needed), with plain ``model.generate`` on the same workload in the same proc
 
     python benchmarks/perf/generation.py --shape codellama-13b --modes bf16,8bit,4bit --out gen.jsonl
 
-The workload is the bundled benchmark's: prompt lengths and stop lengths are drawn (with replacement, the
-pair of one question together) from ``hangzhou_lengths.json``: the token lengths of the 167 test prompts
-and of their gold SQL + 1. Random weights never stop by themselves, so a logits hook forces EOS after the
+The workload is the bundled benchmark's (``hangzhou_lengths.json``: the 167 test prompts' token ids and
+lengths, their gold SQL's length + 1): ``--prompts real`` (default) uses each question's own prompt tokens,
+mapped into the model's vocabulary, each question once; ``--prompts random`` draws (prompt, stop) length
+pairs with replacement and fills the prompts with random words, as the runs before 2026-12-01 did. Random weights never stop by themselves, so a logits hook forces EOS after the
 row's stop length, and a pseudo-random word of (item, position) before it, on both paths: both write the
 same tokens, early-stopping rows are part of the measurement, and no row loops. The harness's stop checks (statement end, fence, loop) run as in an evaluation.
 
@@ -18,8 +19,9 @@ One JSON line per setting (path x mode x batch), printed and appended to --out a
 * ``floor_tok_s`` and ``x_off_floor``: the bandwidth floor at that batch, (weight bytes + KV bytes read
   per step) / the copy bandwidth measured at the start of the run, and how far the setting is from it;
 * ``e2e_floor_tok_s`` and ``x_off_e2e_floor``: the same floor plus the prefill's compute floor, (2 x the
-  linear layers' parameters x the workload's prompt tokens) / the bf16 matmul FLOP/s measured at the
-  start; the wall time an evaluation cannot go below, since every prompt must be read once;
+  linear layers' parameters x the prompt tokens that are not a prefix of an earlier prompt) / the bf16
+  matmul FLOP/s measured at the start; the wall time an evaluation cannot go below, since every distinct
+  prompt token must be read once;
 * harness rows also give ``prefill_s`` (of ``wall_s``), ``decode_ms_per_step`` (the rest over the steps),
   ``prefill_tokens`` (left padding included) and ``backoffs`` (out-of-memory restarts).
 
