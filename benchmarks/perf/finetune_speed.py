@@ -34,16 +34,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N steps after 5 warm-up steps")
     ap.add_argument("--lora-dropout", type=float, default=FinetuneConfig.dropout)
-    ap.add_argument("--torch-compile", action="store_true", help="TrainingArguments(torch_compile=True)")
+    ap.add_argument("--compile", choices=("default", "reduce-overhead"), default=None,
+                    help="txt2sql finetune --compile MODE: torch.compile, batches padded to one width")
     ap.add_argument("--out", default=None, help="append the JSON line here")
     args = ap.parse_args()
     import torch
 
     questions = list(load_benchmark(default_benchmark_dir(), "train").questions)
     config = replace(FinetuneConfig(), steps=args.steps, batch_size=args.batch_size, evals=1,
-                     dropout=args.lora_dropout)
-    if args.torch_compile:
-        _compile_training()
+                     dropout=args.lora_dropout, compile=args.compile)
     profiler = _profiler(args.profile) if args.profile else None
     step_ends: list[float] = []
 
@@ -61,7 +60,7 @@ def main() -> None:
     line = json.dumps({"base": args.base_model, "steps": result.steps, "batch_size": args.batch_size,
                        "seconds_per_step": round(result.seconds_per_step, 4),
                        "median_step_s_second_half": _median_second_half(step_ends),
-                       "lora_dropout": args.lora_dropout, "torch_compile": args.torch_compile,
+                       "lora_dropout": args.lora_dropout, "compile": args.compile,
                        "tokens_per_second": round(result.tokens_per_second), "wall_s": round(time.perf_counter() - t0, 1),
                        "profiled": bool(profiler),
                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"})
@@ -97,18 +96,6 @@ def _on_every_step(step_ended: Callable[[], None]) -> None:
         original(self, *a, **k)
 
     transformers.Trainer.__init__ = with_callback
-
-
-def _compile_training() -> None:
-    """The finetune command's TrainingArguments with ``torch_compile=True`` (an experiment, not an option)."""
-    from harness.finetune import trainer
-
-    original = trainer._training_arguments
-
-    def compiled(*a: Any, **k: Any) -> Any:
-        return replace(original(*a, **k), torch_compile=True)
-
-    trainer._training_arguments = compiled
 
 
 def _profiler(steps: int) -> Any:

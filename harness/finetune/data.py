@@ -72,15 +72,16 @@ class RightPaddingCollator:
     """Pads a batch on the right (labels with -100, attention 0) and counts the real tokens it saw,
     for the tokens/s figure: the counter is exact, unlike samples/s times a mean length."""
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, *, width: int | None = None) -> None:
         self.pad_id = pad_id
+        self.width = width  # every batch this wide (a compiled step: one shape); None: its longest row
         self.tokens_seen = 0
 
     def __call__(self, batch: Sequence[Example | dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         rows = [(b.input_ids, b.labels) if isinstance(b, Example) else (b["input_ids"], b["labels"]) for b in batch]
-        width = max(len(ids) for ids, _ in rows)
+        width = max(self.width or 0, *(len(ids) for ids, _ in rows))
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)

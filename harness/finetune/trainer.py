@@ -58,6 +58,7 @@ class FinetuneConfig:
     seed: int = 0
     neftune_alpha: float | None = None
     save_dtype: str = "bf16"  # adapter weights on disk: half the bytes of fp32, same accuracy at load
+    compile: str | None = None  # torch.compile mode ("default", "reduce-overhead"): batches padded to one width
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def finetune_questions(questions: Sequence[Question], *, base: str, out: Path | 
     base_ref, base_path = base, resolve_model_ref(base)
     model, tokenizer = _load_for_training(base_path, config, dtype)
     examples = encode_all(tokenizer, tmpl, questions, config.max_length)
-    collator = RightPaddingCollator(tokenizer.pad_token_id)
+    collator = RightPaddingCollator(tokenizer.pad_token_id, width=_one_width(examples) if config.compile else None)
     total_steps = config.steps or math.ceil(config.epochs * len(examples) / (config.batch_size * config.grad_accum))
     every = max(1, total_steps // max(1, config.evals))
     best_dir = out / "checkpoints" / "best"
@@ -185,6 +186,8 @@ def _training_arguments(out: Path, config: FinetuneConfig, total_steps: int, eve
         data_seed=config.seed, report_to="none", remove_unused_columns=False, disable_tqdm=not progress,
         dataloader_num_workers=0, use_cpu=not on_cuda, neftune_noise_alpha=config.neftune_alpha,
         train_sampling_strategy="group_by_length", group_by_length=True)
+    if config.compile:
+        wanted.update(torch_compile=True, torch_compile_mode=config.compile)
     accepted = inspect.signature(TrainingArguments.__init__).parameters
     # transformers renamed group_by_length to train_sampling_strategy; pass whichever this version takes
     return TrainingArguments(**{k: v for k, v in wanted.items() if k in accepted})
@@ -198,6 +201,14 @@ def _make_trainer(model: Any, dataset: ExampleDataset, collator: RightPaddingCol
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=[keeper.callback()])
     return trainer
+
+
+def _one_width(examples: Sequence[Any]) -> int:
+    """The one batch width of a compiled run: the longest example, rounded up to 64 tokens. A step is
+    bound by launching ~8,000 small kernels on the host, not by the GPU (docs/case-study.md); a single
+    shape compiles once and lets ``reduce-overhead`` replay the step as CUDA graphs."""
+    longest = max(len(ex.input_ids) for ex in examples)
+    return -(-longest // 64) * 64
 
 
 def _one_gpu_unless_launched(args: Any) -> Any:

@@ -42,6 +42,18 @@ def test_collator_pads_on_the_right_and_never_trains_on_padding():
     assert collate.tokens_seen == 5
 
 
+def test_a_compiled_run_pads_every_batch_to_one_width():
+    from harness.finetune.trainer import _one_width
+
+    examples = [Example((5,) * 70, (IGNORE_INDEX,) * 70), Example((5, 6), (IGNORE_INDEX, 6))]
+    width = _one_width(examples)
+    assert width == 128  # the longest example, rounded up to 64: one shape for the compiler
+    collate = RightPaddingCollator(pad_id=0, width=width)
+    short = collate([examples[1]])
+    assert short["input_ids"].shape == (1, 128) and short["attention_mask"].sum() == 2
+    assert collate([examples[0]])["labels"].shape == (1, 128) and collate.tokens_seen == 72
+
+
 def test_finetune_keeps_the_best_checkpoint_and_writes_its_curve(tmp_path, tiny_model_dir):
     out = tmp_path / "adapter"
     dev = DevSet(MINI, "dev", tuple(QS[:2]), db="none", max_new_tokens=8)

@@ -1,0 +1,95 @@
+"""Schema-grounding examples (harness/finetune/augment.py): read from the DDL, valid on the database, and
+never shaped like a scored split's gold."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.benchmark.loader import load_benchmark
+from harness.benchmark.model import Question
+from harness.db.executor import SafeExecutor
+from harness.db.fixture import FixtureDatabases
+from harness.finetune.augment import parse_tables, schema_questions, sql_pattern, train_values
+from harness.sql.schema import SchemaCatalog, check_identifiers
+from tests.conftest import REPO
+
+HANGZHOU = REPO / "fixtures" / "hangzhou"
+DDL = """CREATE TABLE gxssln ( -- 长输管线
+    id integer PRIMARY KEY, -- 主键
+    name varchar(50), -- 管线名称（同一管线的多个管段名称相同）
+    material varchar(20), -- 管材：钢管、PE管、球墨铸铁管
+    pressure numeric(5,2), -- 设计压力（MPa），可能为空
+    jssj date, -- 建设时间
+    geom geometry(LineString,4326) -- 管线几何（WGS84）
+);"""
+
+
+@pytest.fixture(scope="module")
+def train() -> list[Question]:
+    return list(load_benchmark(HANGZHOU, "train").questions)
+
+
+def test_columns_are_read_from_the_ddl_comments():
+    (table,) = parse_tables(DDL)
+    assert (table.name, table.label) == ("gxssln", "长输管线")
+    cols = {c.name: c for c in table.columns}
+    assert [c.name for c in table.columns] == ["id", "name", "material", "pressure", "jssj", "geom"]
+    assert cols["material"].label == "管材" and cols["material"].listed_values == ("钢管", "PE管", "球墨铸铁管")
+    assert cols["pressure"].label == "设计压力" and cols["pressure"].nullable and cols["pressure"].kind == "number"
+    assert not cols["jssj"].nullable and cols["jssj"].kind == "date"
+    assert (cols["id"].kind, cols["geom"].kind, cols["name"].kind) == ("key", "geometry", "text")
+    assert table.name_column is not None and table.name_column.name == "name"
+
+
+def test_sql_pattern_masks_literals_only():
+    a = "SELECT COUNT(*) AS cnt FROM gxssln WHERE gl > 30 AND status = '在用';"
+    b = "select count(*) as cnt from gxssln where gl > 12.5 and status = '废弃'"
+    assert sql_pattern(a) == sql_pattern(b)
+    assert sql_pattern(a) != sql_pattern(a.replace("gl >", "gl <"))
+    assert sql_pattern("SELECT name FROM road LIMIT 5") != sql_pattern("SELECT name2 FROM road LIMIT 5")
+
+
+def test_train_values_come_from_single_table_golds(train):
+    values = train_values(train)
+    assert "上城区" in values[("rfgcpy", "ssqx")]
+    assert all(len(k) == 2 for k in values)
+
+
+def test_every_example_names_only_columns_of_its_table_and_parses(train):
+    qs = schema_questions(train)
+    assert len(qs) > 300
+    for q in qs:
+        catalog = SchemaCatalog.from_ddl(q.context)
+        check = check_identifiers(q.gold, catalog)
+        assert check.ok, (q.question, q.gold, check)
+        assert q.context.startswith("CREATE TABLE") and q.source.startswith("schema-augment")
+    assert len({q.question for q in qs}) == len(qs)
+
+
+def test_examples_shaped_like_a_scored_gold_are_left_out(train):
+    everything = schema_questions(train)
+    banned = everything[0].gold.replace("'", "'x")  # another literal, same shape
+    kept = schema_questions(train, exclude=[banned])
+    assert sql_pattern(everything[0].gold) not in {sql_pattern(q.gold) for q in kept}
+    scored = [g for s in ("dev", "test") for q in load_benchmark(HANGZHOU, s).questions for g in q.golds]
+    patterns = {sql_pattern(g) for g in scored}
+    assert not [q.gold for q in schema_questions(train, exclude=scored) if sql_pattern(q.gold) in patterns]
+
+
+def test_rounds_differ_but_each_is_reproducible(train):
+    a, b = schema_questions(train, seed=0), schema_questions(train, seed=1)
+    assert [q.question for q in a] == [q.question for q in schema_questions(train, seed=0)]
+    assert {q.question for q in a} != {q.question for q in b}
+
+
+def test_every_example_runs_on_postgis(pg_server, train):
+    """The examples are training targets: each must be a query the database accepts."""
+    bench = load_benchmark(HANGZHOU, "test")
+    with FixtureDatabases(pg_server, bench, statement_timeout_ms=20000) as fx:
+        ex = SafeExecutor(fx.reader(fx.variants("default")[0]), statement_timeout_ms=20000)
+        try:
+            failed = [(q.gold, run.error) for q in schema_questions(train)
+                      for run in [ex.run(q.gold)] if run.status != "ok"]
+        finally:
+            ex.close()
+    assert not failed, failed[:5]
