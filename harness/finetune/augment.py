@@ -10,8 +10,9 @@ optionally narrowed by one equality filter on another column, in a few Chinese w
 What they are built from: the ``CREATE TABLE`` blocks in the training questions' contexts (with their
 ``-- comment`` lines) and the literals the train golds compare columns with. Nothing is read from the
 splits being scored except, through ``exclude``, their gold SQL with literals masked: an example whose
-masked SQL equals a scored gold's is dropped, so the splits stay template-disjoint from what is trained
-on, as the benchmark's own generator keeps them.
+masked query has a scored gold's shape (exact match's shape: aliases and the order of AND-ed conditions do
+not count) is dropped, so the splits stay template-disjoint from what is trained on, as the benchmark's own
+generator keeps them.
 """
 
 from __future__ import annotations
@@ -98,10 +99,22 @@ def parse_tables(context: str) -> list[Table]:
 
 
 def sql_pattern(sql: str) -> str:
-    """Gold SQL with literals masked, whitespace and case folded: what makes two questions one template."""
-    masked = re.sub(r"'[^']*'", "?", sql)
-    masked = re.sub(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", "?", masked)
-    return " ".join(masked.lower().rstrip(";").split())
+    """What makes two golds one template: exact match's query shape (harness.scoring.exact: aliases, the
+    order of AND-ed conditions, of SELECT items and of sources do not count) with every literal masked.
+    Text sqlglot cannot parse falls back to the text with literals masked."""
+    from sqlglot import exp
+
+    from harness.scoring.exact import parse_statement, query_shape
+
+    tree = parse_statement(sql)
+    if tree is not None:
+        masked = tree.transform(lambda n: exp.Literal.string("?") if isinstance(n, exp.Literal) else n)
+        shape = query_shape(masked.sql(dialect="postgres"))
+        if shape is not None:
+            return shape.key()
+    masked_text = re.sub(r"'[^']*'", "?", sql)
+    masked_text = re.sub(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", "?", masked_text)
+    return " ".join(masked_text.lower().rstrip(";").split())
 
 
 def train_values(questions: Iterable[Question]) -> dict[tuple[str, str], tuple[str, ...]]:

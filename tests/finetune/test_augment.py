@@ -47,6 +47,9 @@ def test_sql_pattern_masks_literals_only():
     assert sql_pattern(a) == sql_pattern(b)
     assert sql_pattern(a) != sql_pattern(a.replace("gl >", "gl <"))
     assert sql_pattern("SELECT name FROM road LIMIT 5") != sql_pattern("SELECT name2 FROM road LIMIT 5")
+    # one template whatever the order of its conditions and its aliases (exact match's shape)
+    assert sql_pattern("SELECT COUNT(*) AS cnt FROM t WHERE a IS NULL AND b = 'x'") == sql_pattern(
+        "select count(*) as n from t where b = 'y' and a is null;")
 
 
 def test_train_values_come_from_single_table_golds(train):
