@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from harness.benchmark.model import Question
 
 SOURCE = "schema-augment"
-_TABLE = re.compile(r"CREATE TABLE (\w+) \(\s*(?:--\s*(.+))?$")
-_COLUMN = re.compile(r"^\s+(\w+) (.+?),?\s*--\s*(.+)$")
+_CREATE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+) \([ \t]*(?:--[ \t]*([^\n]*))?\n(.*?)\n\);", re.S)
+_COLUMN = re.compile(r"^\s+(\w+) (.+?),?\s*(?:--\s*(.*))?$")
+_COMMENT_ON = re.compile(r"COMMENT ON (?:TABLE (\w+)|COLUMN (\w+)\.(\w+)) IS '((?:[^']|'')*)';")
+_CONSTRAINTS = {"PRIMARY", "CONSTRAINT", "UNIQUE", "FOREIGN", "CHECK", "EXCLUDE"}
 _EQUALS = re.compile(r"\b(\w+) = '([^']+)'")
 _NUMBER = ("integer", "numeric", "int", "bigint", "smallint", "real", "double")
 _TEXT = ("varchar", "text", "char")
@@ -84,17 +86,24 @@ class Table:
 
 
 def parse_tables(context: str) -> list[Table]:
-    """The ``CREATE TABLE`` blocks of a question's context, with their comments."""
+    """The ``CREATE TABLE`` statements of a question's context, with their comments: trailing ``-- 中文``
+    ones (the bundled benchmark's style) or ``COMMENT ON TABLE / COLUMN`` statements (PostgreSQL's)."""
+    comments = {(m.group(1) or m.group(2), m.group(3) or ""): m.group(4).replace("''", "'")
+                for m in _COMMENT_ON.finditer(context)}
     tables = []
-    for block in re.split(r"\n\s*\n", context.strip()):
-        lines = block.strip().splitlines()
-        head = _TABLE.match(lines[0]) if lines else None
-        if head is None or not block.rstrip().endswith(");"):
-            continue
-        cols = tuple(Column(m.group(1), m.group(2).strip(), m.group(3).strip())
-                     for m in (_COLUMN.match(line) for line in lines[1:]) if m)
-        tables.append(Table(head.group(1), re.split(r"[（(，]", head.group(2) or head.group(1))[0].strip(),
-                            block.strip(), cols))
+    for m in _CREATE.finditer(context):
+        name, header, body = m.group(1), (m.group(2) or "").strip(), m.group(3)
+        cols = []
+        for line in body.splitlines():
+            col = _COLUMN.match(line)
+            if col is None or col.group(1).upper() in _CONSTRAINTS:
+                continue
+            note = (col.group(3) or "").strip() or comments.get((name, col.group(1)), "")
+            cols.append(Column(col.group(1), col.group(2).strip(), note))
+        label = header or comments.get((name, ""), "") or name
+        ddl = "\n".join([m.group(0).strip(), *(c.group(0) for c in _COMMENT_ON.finditer(context)
+                                                if name in (c.group(1), c.group(2)))])
+        tables.append(Table(name, re.split(r"[（(，]", label)[0].strip(), ddl, tuple(cols)))
     return tables
 
 
@@ -222,13 +231,15 @@ class _Writer:
             if "{n}" in idiom.sql:
                 if name is None or (column is not None and name.name == column.name):
                     continue
-                words.update(N=name.label, n=name.name)
+                words.update(N=name.label or name.name, n=name.name)
             out.append((self.rng.choice(idiom.wordings).format(**words), idiom.sql.format(**words)))
         return out
 
     def examples(self) -> list[tuple[str, str]]:
         out = [pair for idiom in _IDIOMS["table"] for pair in self.fill(idiom)]
         for col in self.table.columns:
+            if not col.label:
+                continue  # no comment names it: a question could only say its identifier
             kinds = {"number": ("number",), "date": ("date",), "text": ("value", "group")}.get(col.kind, ())
             kinds += ("null",) if col.nullable else ()
             for kind in kinds:

@@ -65,6 +65,10 @@ def _augmented(bench_dir: Path, split: str, train: list[Question], rounds: int) 
     for seed in range(rounds):
         for q in schema_questions(train, exclude=scored, seed=seed):
             seen.setdefault(q.question, q)
+    if not seen:
+        raise BenchmarkError(bench_dir / f"{split}.jsonl", "--schema-augment: the questions' contexts hold no "
+                             "CREATE TABLE statement to write questions from; give each question its tables' DDL "
+                             "in 'context' (with -- comments or COMMENT ON), or drop --schema-augment")
     return list(seen.values())
 
 

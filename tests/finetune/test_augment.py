@@ -41,6 +41,23 @@ def test_columns_are_read_from_the_ddl_comments():
     assert table.name_column is not None and table.name_column.name == "name"
 
 
+def test_comment_on_statements_name_tables_and_columns():
+    """PostgreSQL's own comments (``COMMENT ON``) serve as well as trailing ``--`` ones; a column nobody
+    commented gets no questions, since a question could only repeat its identifier."""
+    ddl = ("CREATE TABLE road (\n    id integer PRIMARY KEY,\n    grade text,\n    lanes integer,\n"
+           "    geom geometry(LineString, 4326),\n    PRIMARY KEY (id)\n);\n"
+           "COMMENT ON TABLE road IS '道路';\nCOMMENT ON COLUMN road.grade IS '道路等级：主干路、次干路、支路';")
+    (table,) = parse_tables(ddl)
+    assert (table.name, table.label) == ("road", "道路")
+    assert [c.name for c in table.columns] == ["id", "grade", "lanes", "geom"]
+    assert table.columns[1].listed_values == ("主干路", "次干路", "支路") and table.columns[2].label == ""
+    assert "COMMENT ON COLUMN road.grade" in table.ddl
+    q = Question("q", "x", ("SELECT COUNT(*) FROM road;",), ddl)
+    golds = [g.gold for g in schema_questions([q])]
+    assert "SELECT COUNT(*) AS cnt FROM road WHERE grade = '支路';" in golds
+    assert not [g for g in golds if "lanes" in g]
+
+
 def test_sql_pattern_masks_literals_only():
     a = "SELECT COUNT(*) AS cnt FROM gxssln WHERE gl > 30 AND status = '在用';"
     b = "select count(*) as cnt from gxssln where gl > 12.5 and status = '废弃'"

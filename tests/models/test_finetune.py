@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.benchmark.loader import load_benchmark
 from harness.benchmark.model import Question
 from harness.cli import main
 from harness.finetune import CURVE_FILE, DevSet, FinetuneConfig, encode_example, finetune_questions
@@ -125,6 +126,26 @@ def test_also_adds_another_benchmarks_questions_and_the_curve_names_every_source
     lines = {name: sum(1 for _ in open(MINI / name, encoding="utf-8")) for name in ("test.jsonl", "dev.jsonl")}
     assert {Path(k).name: v for k, v in curve["data"].items()} == lines
     assert curve["examples"] == sum(lines.values())
+
+
+def test_schema_augment_adds_questions_from_the_ddl_and_the_curve_counts_them(tmp_path, tiny_model_dir, capsys):
+    from harness.finetune.command import _augmented
+    out = tmp_path / "ad"
+    code = main(["finetune", "--benchmark", str(MINI), "--split", "test", "--schema-augment", "1",
+                 "--base-model", f"hf:{tiny_model_dir}", "--out", str(out), "--steps", "1", "--lora-r", "2",
+                 "--batch-size", "2", "--dev-split", "none", "--no-progress"])
+    assert code == 0
+    curve = json.loads((out / CURVE_FILE).read_text())
+    train = list(load_benchmark(MINI, "test").questions)
+    added = _augmented(MINI, "test", train, 1)
+    assert added and curve["data"]["schema-augment"] == len(added)
+    assert curve["examples"] == len(train) + len(added)
+
+
+def test_schema_augment_refuses_a_negative_count(tmp_path, capsys):
+    code = main(["finetune", "--benchmark", str(MINI), "--split", "test", "--out", str(tmp_path / "x"),
+                 "--schema-augment", "-1"])
+    assert code != 0 and "--schema-augment -1" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_also_without_a_benchmark_directory_names_the_option_and_the_fix(tmp_path, capsys):
