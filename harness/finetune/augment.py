@@ -7,8 +7,8 @@ column's comment to the column by the simplest idioms over that one table (count
 the comment or the train golds name, null tests, aggregates, top-k, dates, group by, distinct), each
 optionally narrowed by one equality filter on another column, in a few Chinese wordings.
 
-What they are built from: the ``CREATE TABLE`` blocks in the training questions' contexts (with their
-``-- comment`` lines) and the literals the train golds compare columns with. Nothing is read from the
+What they are built from: the ``CREATE TABLE`` statements in the training questions' contexts, their
+comments (trailing ``-- …`` or ``COMMENT ON``), and the literals the train golds compare columns with. Nothing is read from the
 splits being scored except, through ``exclude``, their gold SQL with literals masked: an example whose
 masked query has a scored gold's shape (exact match's shape: aliases and the order of AND-ed conditions do
 not count) is dropped, so the splits stay template-disjoint from what is trained on, as the benchmark's own
