@@ -8,8 +8,8 @@ the comment or the train golds name, null tests, aggregates, top-k, dates, group
 optionally narrowed by one equality filter on another column, in a few Chinese wordings.
 
 What they are built from: the ``CREATE TABLE`` statements in the training questions' contexts, their
-comments (trailing ``-- …`` or ``COMMENT ON``), and the literals the train golds compare columns with. Nothing is read from the
-splits being scored except, through ``exclude``, their gold SQL with literals masked: an example whose
+comments (trailing ``-- …`` or ``COMMENT ON``), and the literals the train golds compare columns with.
+Nothing is read from the splits being scored except, through ``exclude``, their gold SQL: an example whose
 masked query has a scored gold's shape (exact match's shape: aliases and the order of AND-ed conditions do
 not count) is dropped, so the splits stay template-disjoint from what is trained on, as the benchmark's own
 generator keeps them.
@@ -152,14 +152,14 @@ def _count(where: str) -> str:
 
 
 # {T}: the table's label; {C}: the column's label; {c}: the column; {N}/{n}: the name column's label/column;
-# {v}: a value; {x}: a number; {k}: a row count; {y}: a year; {F}: an optional filter's words (ends with 的)
+# {v}: a value ({v_sql}: quoted for SQL); {x}: a number; {k}: a row count; {y}: a year; {F}: an optional filter's words (ends with 的)
 _IDIOMS: dict[str, tuple[Idiom, ...]] = {
     "table": (
-        Idiom("count", ("{F}{T}一共有多少个？", "统计{F}{T}的数量"), _count("{w}")),
+        Idiom("count", ("{F}{T}一共有多少个？", "统计{F}{T}的数量"), _count("{where_w}")),
     ),
     "value": (
-        Idiom("count_eq", ("{F}{C}为{v}的{T}有多少个？", "{F}{C}是{v}的{T}数量"), _count(" WHERE {c} = '{v}'{and_w}")),
-        Idiom("list_eq", ("列出{F}{C}为{v}的{T}的{N}", "{F}{C}是{v}的{T}有哪些"), "SELECT {n} FROM {t} WHERE {c} = '{v}'{and_w};"),
+        Idiom("count_eq", ("{F}{C}为{v}的{T}有多少个？", "{F}{C}是{v}的{T}数量"), _count(" WHERE {c} = '{v_sql}'{and_w}")),
+        Idiom("list_eq", ("列出{F}{C}为{v}的{T}的{N}", "{F}{C}是{v}的{T}有哪些"), "SELECT {n} FROM {t} WHERE {c} = '{v_sql}'{and_w};"),
     ),
     "null": (
         Idiom("count_null", ("{F}{C}为空的{T}有多少个？", "{F}没有{C}记录的{T}数量"), _count(" WHERE {c} IS NULL{and_w}")),
@@ -219,12 +219,12 @@ class _Writer:
             # a short value alone ("B的") is ambiguous: name its column ("体验安全评级等级为B的")
             spelled = fc is not None and (len(fv or "") <= 2 or self.rng.random() < 0.5)
             prefix = f"{fc.label}为{fv}的" if fc is not None and spelled else f"{fv}的" if fv else ""
+            quoted = "'" + (fv or "").replace("'", "''") + "'"
             words = {"T": self.table.label, "t": self.table.name, "F": prefix,
-                     "w": f" WHERE {fc.name} = '{fv}'" if fc else "",
-                     "and_w": f" AND {fc.name} = '{fv}'" if fc else "",
-                     "where_w": f" WHERE {fc.name} = '{fv}'" if fc else "",
+                     "and_w": f" AND {fc.name} = {quoted}" if fc else "",
+                     "where_w": f" WHERE {fc.name} = {quoted}" if fc else "",
                      "x": self.rng.choice((5, 10, 20, 30, 50, 100, 200, 500, 1000)), "k": self.rng.choice((3, 5, 10)),
-                     "y": self.rng.randrange(1995, 2021), "v": value or ""}
+                     "y": self.rng.randrange(1995, 2021), "v": value or "", "v_sql": (value or "").replace("'", "''")}
             if column is not None:
                 words.update(C=column.label, c=column.name)
             name = self.table.name_column
@@ -254,7 +254,8 @@ class _Writer:
 
 def schema_questions(train: Sequence[Question], *, exclude: Iterable[str] = (), seed: int = 0) -> list[Question]:
     """Schema-grounding questions for the tables the ``train`` questions use (see the module's doc).
-    ``exclude``: gold SQL of the splits that will be scored; an example with the same masked SQL is dropped."""
+    ``exclude``: gold SQL of the splits that will be scored; an example of the same template (``sql_pattern``)
+    is dropped."""
     rng = random.Random(seed)
     banned = {sql_pattern(s) for s in exclude}
     seen_values = train_values(train)
