@@ -254,6 +254,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--neftune-alpha", FinetuneConfig, "neftune_alpha", float, NON_NEGATIVE, "NEFTune embedding noise (e.g. 5)",
            commands=(FINETUNE,)),
     Option("--seed", FinetuneConfig, "seed", int, help="random seed", commands=(FINETUNE,)),
+    Option("--schema-augment", None, None, int, NON_NEGATIVE, "add schema-grounding questions written from the training "
+           "contexts' DDL, K rounds of wordings (none by default); those with another split's gold's template are left "
+           "out (harness/finetune/augment.py)", commands=(FINETUNE,), metavar="K"),
     Option("--compile", FinetuneConfig, "compile", choices=("default", "reduce-overhead"),
            help="torch.compile the training step in this mode, every batch padded to one width (GPU)",
            commands=(FINETUNE,)),

@@ -33,6 +33,7 @@ _EQUALS = re.compile(r"\b(\w+) = '([^']+)'")
 _NUMBER = ("integer", "numeric", "int", "bigint", "smallint", "real", "double")
 _TEXT = ("varchar", "text", "char")
 MAX_CATEGORIES = 20  # more distinct values than this: a name or a code, not a category
+MAX_VALUES = 4  # equality questions per column: its first values (the comment's, then the train golds')
 
 
 @dataclass(frozen=True)
@@ -245,18 +246,18 @@ class _Writer:
             for kind in kinds:
                 for idiom in _IDIOMS[kind]:
                     values = self.values(col) if kind == "value" else (None,)
-                    for value in values[:4]:
+                    for value in values[:MAX_VALUES]:
                         if kind == "group" and not self.categorical(col):
                             continue  # a free-text column (names, addresses): grouping by it asks nothing
                         out.extend(self.fill(idiom, col, value))
         return out
 
 
-def schema_questions(train: Sequence[Question], *, exclude: Iterable[str] = (), seed: int = 0) -> list[Question]:
-    """Schema-grounding questions for the tables the ``train`` questions use (see the module's doc).
-    ``exclude``: gold SQL of the splits that will be scored; an example of the same template (``sql_pattern``)
-    is dropped."""
-    rng = random.Random(seed)
+def schema_questions(train: Sequence[Question], *, exclude: Iterable[str] = (), rounds: int = 1) -> list[Question]:
+    """Schema-grounding questions for the tables the ``train`` questions use (see the module's doc), in
+    ``rounds`` rounds of wordings, filters and numbers (round r draws from seed r; a question already written
+    by an earlier round is not repeated). ``exclude``: gold SQL of the splits that will be scored; an example of
+    the same template (``sql_pattern``) is dropped."""
     banned = {sql_pattern(s) for s in exclude}
     seen_values = train_values(train)
     tables: dict[tuple[str, str], Table] = {}
@@ -265,14 +266,20 @@ def schema_questions(train: Sequence[Question], *, exclude: Iterable[str] = (), 
             tables.setdefault((q.db, t.name), t)
     out: list[Question] = []
     seen: set[str] = set()
-    for (db, _), table in sorted(tables.items()):
-        def values(col: Column, table: Table = table) -> tuple[str, ...]:
-            merged = dict.fromkeys(col.listed_values + seen_values.get((table.name, col.name), ()))
-            return tuple(merged)
-        for question, sql in _Writer(table, values, rng).examples():
-            if sql_pattern(sql) in banned or question in seen:
-                continue
-            seen.add(question)
-            out.append(Question(id=f"aug{seed}-{len(out) + 1:05d}", question=question, golds=(sql,), context=table.ddl,
-                                db=db, tags=("schema-augment",), source=f"{SOURCE}:{seed}"))
+    for seed in range(rounds):
+        rng = random.Random(seed)
+        written = 0  # this round's questions, kept or not by the rounds before: they number its ids
+        questions_this_round: set[str] = set()
+        for (db, _), table in sorted(tables.items()):
+            def values(col: Column, table: Table = table) -> tuple[str, ...]:
+                return tuple(dict.fromkeys(col.listed_values + seen_values.get((table.name, col.name), ())))
+            for question, sql in _Writer(table, values, rng).examples():
+                if question in questions_this_round or sql_pattern(sql) in banned:
+                    continue
+                questions_this_round.add(question)
+                written += 1
+                if question not in seen:
+                    seen.add(question)
+                    out.append(Question(id=f"aug{seed}-{written:05d}", question=question, golds=(sql,),
+                                        context=table.ddl, db=db, tags=("schema-augment",), source=f"{SOURCE}:{seed}"))
     return out

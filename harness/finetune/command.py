@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.benchmark.model import Question
-from harness.errors import BenchmarkError, ModelBackendError
+from harness.errors import BenchmarkError
 from harness.finetune.devscore import DevSet
 from harness.finetune.trainer import CURVE_FILE, finetune_questions
 
@@ -25,10 +25,6 @@ def add_finetune_options(f: argparse.ArgumentParser) -> None:
                    help="more training questions from another benchmark directory's split (repeatable), e.g. an "
                         "imported GeoSQL-Bench: --also geosql-explicit:test. An adapter trained on a set can no "
                         "longer be scored on it")
-    f.add_argument("--schema-augment", type=int, default=0, metavar="K",
-                   help="add schema-grounding questions written from the training contexts' DDL, K rounds of "
-                        "wordings (0: none); those whose SQL matches another split's gold, literals masked, are "
-                        "left out (harness/finetune/augment.py)")
     f.add_argument("--dev-split", default="dev", help="split scored at checkpoints; 'none' to skip")
     f.add_argument("--dev-limit", type=int, default=None)
     f.add_argument("--dev-db", default="auto",
@@ -61,15 +57,12 @@ def _augmented(bench_dir: Path, split: str, train: list[Question], rounds: int) 
         return []
     scored = [g for s in available_splits(bench_dir) if s != split
               for q in load_benchmark(bench_dir, s).questions for g in q.golds]
-    seen: dict[str, Question] = {}
-    for seed in range(rounds):
-        for q in schema_questions(train, exclude=scored, seed=seed):
-            seen.setdefault(q.question, q)
-    if not seen:
+    added = schema_questions(train, exclude=scored, rounds=rounds)
+    if not added:
         raise BenchmarkError(bench_dir / f"{split}.jsonl", "--schema-augment: the questions' contexts hold no "
                              "CREATE TABLE statement to write questions from; give each question its tables' DDL "
                              "in 'context' (with -- comments or COMMENT ON), or drop --schema-augment")
-    return list(seen.values())
+    return added
 
 
 def finetune_from_args(args: argparse.Namespace) -> int:
@@ -81,9 +74,7 @@ def finetune_from_args(args: argparse.Namespace) -> int:
     questions = list(load_benchmark(bench_dir, args.split).questions)
     questions = questions[:args.limit] if args.limit else questions
     questions += [q for spec in args.also for q in _extra_questions(spec)]
-    if args.schema_augment < 0:
-        raise ModelBackendError(f"--schema-augment {args.schema_augment}: expected 0 (none) or a number of rounds")
-    questions += _augmented(bench_dir, args.split, questions, args.schema_augment)
+    questions += _augmented(bench_dir, args.split, questions, args.schema_augment or 0)
     dev = None
     if args.dev_split and args.dev_split != "none" and config.evals > 0:
         dev_qs = tuple(load_benchmark(bench_dir, args.dev_split).questions)

@@ -88,18 +88,22 @@ def test_every_example_names_only_columns_of_its_table_and_parses(train):
 
 def test_examples_shaped_like_a_scored_gold_are_left_out(train):
     everything = schema_questions(train)
-    banned = everything[0].gold.replace("'", "'x")  # another literal, same shape
+    target = next(q.gold for q in everything if "'" in q.gold)
+    banned = target.replace("'", "'x", 1)  # another literal, the same template
     kept = schema_questions(train, exclude=[banned])
-    assert sql_pattern(everything[0].gold) not in {sql_pattern(q.gold) for q in kept}
+    assert banned != target and sql_pattern(target) not in {sql_pattern(q.gold) for q in kept}
+    assert len(kept) < len(everything)
     scored = [g for s in ("dev", "test") for q in load_benchmark(HANGZHOU, s).questions for g in q.golds]
     patterns = {sql_pattern(g) for g in scored}
     assert not [q.gold for q in schema_questions(train, exclude=scored) if sql_pattern(q.gold) in patterns]
 
 
-def test_rounds_differ_but_each_is_reproducible(train):
-    a, b = schema_questions(train, seed=0), schema_questions(train, seed=1)
-    assert [q.question for q in a] == [q.question for q in schema_questions(train, seed=0)]
-    assert {q.question for q in a} != {q.question for q in b}
+def test_rounds_add_new_wordings_and_each_run_is_reproducible(train):
+    one, two = schema_questions(train), schema_questions(train, rounds=2)
+    assert [q.question for q in two] == [q.question for q in schema_questions(train, rounds=2)]
+    assert [q.question for q in two[:len(one)]] == [q.question for q in one]  # round 0 comes first, unchanged
+    assert len(two) > len(one) and len({q.question for q in two}) == len(two)
+    assert {q.source for q in two} == {"schema-augment:0", "schema-augment:1"}
 
 
 def test_every_example_runs_on_postgis(pg_server, train):

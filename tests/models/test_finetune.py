@@ -143,9 +143,12 @@ def test_schema_augment_adds_questions_from_the_ddl_and_the_curve_counts_them(tm
 
 
 def test_schema_augment_refuses_a_negative_count(tmp_path, capsys):
-    code = main(["finetune", "--benchmark", str(MINI), "--split", "test", "--out", str(tmp_path / "x"),
-                 "--schema-augment", "-1"])
-    assert code != 0 and "--schema-augment -1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", "--benchmark", str(MINI), "--split", "test", "--out", str(tmp_path / "x"),
+              "--schema-augment", "-1"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "--schema-augment" in err and "out of range" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_also_without_a_benchmark_directory_names_the_option_and_the_fix(tmp_path, capsys):
