@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--limit", type=int, default=None, help="the split's first N questions only")
+    p.add_argument("--no-graphs", action="store_true", help="decode eagerly, without CUDA graphs (to compare)")
     p.add_argument("--out", type=Path)
     p.add_argument("--compare", nargs=2, type=Path, metavar="JSONL", help="item-by-item equality of two outputs "
                    "(this script's, or benchmarks/perf/generation.py --gens-out)")
@@ -49,6 +50,8 @@ def main() -> None:
     questions = load_benchmark(a.benchmark or default_benchmark_dir(), a.split).questions[:a.limit]
     options = BackendOptions(base_model=a.base_model, dtype=a.dtype)
     backend = create_backend(a.model, options)
+    if a.no_graphs:
+        getattr(backend, "inner", backend).cuda_graphs = False  # LoraBackend wraps an HFBackend
     template = resolve_template(backend, options)
     t0 = time.perf_counter()
     prompts = [render_prompt(q, template) for q in questions]
@@ -68,7 +71,8 @@ def main() -> None:
                                  "tokens_in": g.tokens_in, "tokens_out": g.tokens_out}, ensure_ascii=False) + "\n")
     print(json.dumps({"model": a.model, "split": a.split, "n": len(gens), "template": template.name,
                       "world": group.world if group else 1,
-                      "seconds": round(seconds, 2), "tokens_out": sum(g.tokens_out for g in gens)}))
+                      "seconds": round(seconds, 2), "tokens_out": sum(g.tokens_out for g in gens),
+                      **getattr(getattr(backend, "inner", backend), "last_run", {})}))
 
 
 def compare(first: Path, second: Path, min_equal: float = 1.0) -> int:

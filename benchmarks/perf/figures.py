@@ -20,8 +20,11 @@ def report(figures: dict[str, Any], out: Path | None, *, echo: bool = True) -> N
 def profiled_totals(prof: Any) -> dict[str, float]:
     """Device-kernel and host-operator seconds, and kernel launches, of a finished ``torch.profiler`` run:
     a step whose kernels sum to far less than its wall time is bound by the host."""
+    from torch.autograd import DeviceType
+
     events = prof.key_averages()
-    device = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
+    # kernels only: an operator's own "self device time" is its kernels' time again (counted twice before 2026-12-01)
+    device = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None) == DeviceType.CUDA)
     launches = sum(e.count for e in events if "LaunchKernel" in e.key)
     return {"device_kernel_s": round(device / 1e6, 3), "kernel_launches": launches}
 

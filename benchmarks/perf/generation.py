@@ -231,10 +231,11 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
             "prefill_floor_s": round(prefill_s, 3), "e2e_floor_tok_s": round(work.useful / (decode_s + prefill_s), 1)}
 
 
-def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[str, Any]:
+def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True) -> dict[str, Any]:
     import torch
 
     device = backend.model.device
+    backend.cuda_graphs = graphs
     stops = torch.tensor(work.stops, device=device)
     backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
     config = GenerationConfig(max_new_tokens=max_new, batch_size=batch)
@@ -243,10 +244,12 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int) -> dict[
     _sync(device.type)
     wall = time.perf_counter() - t0
     backend.logits_hook = None
+    backend.cuda_graphs = True
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
     run = backend.last_run
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
             "prefill_tokens": run["prefill_tokens"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
+            "graph_captures": run["graph_captures"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
@@ -341,15 +344,38 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
                       lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, floors)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
+        if args.eager_too and args.clock.left(f"{mode} harness without graphs batch {batch}", emit):
+            emit(measure({**base, "path": "harness-eager", "batch_asked": batch_spec},
+                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, graphs=False),
+                         work, model, floors))
         if args.clock.left(f"{mode} generate batch {batch}", emit):
             emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
                          lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
                          work, model, floors))
         if args.profile and args.clock.left(f"{mode} profile batch {batch}", emit):
-            runs = {"harness": lambda b=batch: run_harness(backend, work, b, args.max_new_tokens),
-                    "generate": lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens)}
-            for path, fn in runs.items():
-                emit({**base, "profile": path, "batch": batch, **profiled(fn)})
+            # the harness only: profiling plain generate took minutes on the H200 (2026-12-01)
+            emit({**base, "profile": "harness", "batch": batch,
+                  **profiled(lambda b=batch: run_harness(backend, work, b, args.max_new_tokens))})
+        if args.check_graphs and args.clock.left(f"{mode} graphs against eager batch {batch}", emit):
+            emit({**base, **check_graphs(backend, work, batch)})
+
+
+def check_graphs(backend: Any, work: Workload, batch: int, new_tokens: int = 24) -> dict[str, Any]:
+    """The model's own greedy tokens (no forcing, no stop checks) with the decoding step replayed from CUDA
+    graphs and eager, same batch: items whose ids are equal, and the first differing item's step."""
+    config = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop_at_statement_end=False,
+                              stop_on_loop=False)
+    runs = []
+    for graphs in (True, False):
+        backend.cuda_graphs = graphs
+        runs.append([g.text for g in backend.generate(work.prompts, config)])
+        captures = backend.last_run["graph_captures"]
+        if graphs and not captures:
+            return {"check": "graphs against eager", "error": "no step was recorded as a CUDA graph"}
+    backend.cuda_graphs = True
+    equal = sum(a == b for a, b in zip(*runs, strict=True))
+    return {"check": "graphs against eager", "batch": batch, "new_tokens": new_tokens, "items": len(runs[0]),
+            "equal": equal}
 
 
 def profiled(fn: Any) -> dict[str, Any]:
@@ -389,8 +415,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256, help="the CLI default; rows stop before it")
     ap.add_argument("--workdir", default=None, help="where 8bit/4bit load the random model from (default tmp)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
-    ap.add_argument("--profile", action="store_true", help="after each batch's rows, run both paths once more "
+    ap.add_argument("--profile", action="store_true", help="after each batch's rows, run the harness once more "
                     "under the torch profiler: device-kernel seconds and launches, and the top operators")
+    ap.add_argument("--eager-too", action="store_true", help="also the harness with its decoding step eager "
+                    "(no CUDA graphs), path harness-eager")
+    ap.add_argument("--check-graphs", action="store_true", help="after each batch's rows, the model's own greedy "
+                    "tokens with and without CUDA graphs, compared item by item")
     ap.add_argument("--budget-s", type=float, default=540, help="stop starting settings after this (the device "
                     "call's limit is 600 s)")
     ap.add_argument("--reserve-s", type=float, default=45, help="time a setting needs at least")

@@ -8,19 +8,20 @@ Why not ``model.generate``: it runs a batch until its longest row ends, and its 
 How it works:
 
 * The KV cache of every layer is one preallocated buffer ``[slots, kv_heads, capacity, head_dim]``
-  (``SlotLayer``); a decoding step writes one column in place. All rows share the column axis and
-  are right-aligned: each row's tokens end at the newest column, what lies left of its prompt is
-  masked out. Position ids are per row, so a row's numbers do not depend on where it sits.
+  (``SlotLayer``). Rows are left-aligned: a row's tokens fill columns ``0 .. pos - 1`` of its slot and a
+  decoding step writes each row's new keys and values at its own column ``pos``, in place. The buffers
+  hold the longest prompt of the pass plus every token it may generate, so nothing ever moves.
+* A step attends over the first ``window`` columns (the longest live row, rounded up to ``WINDOW_BLOCK``),
+  with a mask built on the device from the positions: column ``c`` of a row counts when ``c <= pos``.
+  Columns past a row's end hold stale but finite values; the mask keeps them out.
 * A new prompt is prefilled on its own (with the others of its refill), and its keys and values are
-  copied into a free slot's row, ending at the newest column. The buffers are sized for the longest
-  prompt of the run, so every later one fits left of the newest column.
+  copied into the first columns of a free slot.
 * Prefixes shared by several prompts (the template's instructions, a table's DDL) are computed once:
   ``harness.models.prefix`` keeps their keys and values, and a prefill computes only the rest of each
   prompt. Within a refill, a prompt that can reuse a block another prompt of the refill is about to
   compute is prefilled in a later round.
-* Columns left of every live row's prompt are dropped from the attention window (a view, no copy);
-  when the buffer is full, the live window is moved back to the start (one copy per
-  ``capacity - longest row`` steps).
+* On a GPU the decoding step is recorded as a CUDA graph per (slots, window) and replayed
+  (``harness.models.graphs``): an eager step of a 13B model is bound by its ~1,500 kernel launches.
 * When no prompt waits and half the slots are free, the batch is compacted, so the last long rows do
   not drag dead slots along.
 * Out of GPU memory: the slots are halved and the unfinished rows start again; finished rows are kept.
@@ -60,6 +61,9 @@ CPU_BATCH = 32
 # ... and the KV buffers of those rows take at most this share of the memory available.
 CPU_MEMORY_SHARE = 0.25
 MAX_AUTO_SLOTS = 512
+# A decoding step attends over the longest live row rounded up to this many columns: on a GPU each window is
+# one recorded CUDA graph per slot count, so a window lasts this many steps (the columns past a row are masked).
+WINDOW_BLOCK = 64
 LogitsHook = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
@@ -76,7 +80,7 @@ class Finished:
 class _Row:
     item: int
     stopper: RowStopper
-    start: int  # the column where its prompt begins
+    length: int  # tokens in its slot's cache (the host's copy of ``pos``)
 
 
 def _dynamic_layer() -> type:
@@ -86,10 +90,10 @@ def _dynamic_layer() -> type:
 
 
 class SlotCache:
-    """Per-layer KV buffers shared by every slot, exposed to the model as a ``DynamicCache`` whose layers
-    return views ``[:, :, start:end]`` of the buffers."""
+    """Per-layer KV buffers shared by every slot, exposed to the model as a ``DynamicCache`` whose layers write
+    one column per row at the rows' positions and return the first ``window`` columns."""
 
-    def __init__(self, slots: int, like: list[torch.Tensor], end: int, capacity: int, config: Any = None) -> None:
+    def __init__(self, slots: int, like: list[torch.Tensor], capacity: int, config: Any = None) -> None:
         """Buffers for ``slots`` rows shaped like a prefill's keys ``like`` (one tensor per layer).
 
         The ``DynamicCache`` is built from the model's ``config`` as transformers builds it, and its
@@ -112,54 +116,35 @@ class SlotCache:
         else:
             self.cache.layers = list(self.layers)
             self.cache.layer_class_to_replicate = None
-        self.start, self.end, self.capacity = 0, end, capacity
-        self._sync()
+        self.capacity = capacity
+        self.rows = torch.arange(slots, device=self.k[0].device)
 
-    def _sync(self) -> None:
+    def bind(self, pos: torch.Tensor, window: int) -> None:
+        """The next forward writes row ``r``'s new column at ``pos[r]`` and attends over ``window`` columns."""
         for layer in self.layers:
-            layer.window(self.start, self.end)
+            layer.bind(self.rows, pos, window)
 
-    def write(self, slots: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        """Clear ``slots`` and put a prefill's keys/values there, ending at the newest column."""
-        width = keys[0].shape[2]
-        for kb, vb, k, v in zip(self.k, self.v, keys, values, strict=True):
-            kb[slots] = 0
-            vb[slots] = 0
-            kb[slots, :, self.end - width:self.end] = k
-            vb[slots, :, self.end - width:self.end] = v
-
-    def advance(self) -> None:
-        """The model appended one column (through ``SlotLayer.update``)."""
-        self.end += 1
-
-    def set_start(self, start: int) -> None:
-        self.start = start
-        self._sync()
-
-    def shift(self, by: int) -> None:
-        """Move columns [start, end) ``by`` to the left (into the unused head of the buffer), in chunks
-        that never overlap."""
-        if by <= 0:
-            return
-        for kb, vb in zip(self.k, self.v, strict=True):
-            for buf in (kb, vb):
-                for lo in range(self.start, self.end, by):
-                    hi = min(lo + by, self.end)
-                    buf[:, :, lo - by:hi - by] = buf[:, :, lo:hi]
-        self.start -= by
-        self.end -= by
-        self._sync()
-
-    def grow(self, extra: int) -> None:
-        """More columns at the right end (rare: only when no column can be reclaimed on the left)."""
+    def write(self, slots: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+              lengths: list[int]) -> None:
+        """Put a prefill's keys/values into the first columns of ``slots``. The prefill's rows are right-aligned
+        (row ``r`` is its last ``lengths[r]`` columns); one gather per layer left-aligns them. Columns past a
+        row's length get copies of its last one: masked, and overwritten as the row grows."""
         import torch
 
-        self.replace_each(lambda b: torch.cat([b, torch.zeros_like(b[:, :, :extra])], dim=2))
-        self.capacity += extra
+        width, longest, device = keys[0].shape[2], max(lengths), keys[0].device
+        starts = width - torch.tensor(lengths, dtype=torch.long, device=device)
+        cols = (starts[:, None] + torch.arange(longest, device=device)).clamp(max=width - 1)
+        for kb, vb, k, v in zip(self.k, self.v, keys, values, strict=True):
+            index = cols[:, None, :, None].expand(k.shape[0], k.shape[1], longest, k.shape[3])
+            kb[slots, :, :longest] = k.gather(2, index)
+            vb[slots, :, :longest] = v.gather(2, index)
 
     def select(self, slots: torch.Tensor) -> None:
         """Keep only these slots (the batch is compacted)."""
+        import torch
+
         self.replace_each(lambda b: b[slots])
+        self.rows = torch.arange(len(slots), device=self.rows.device)
 
     def replace_each(self, new: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Each buffer replaced by ``new(buffer)``, one layer at a time, each old buffer released before the
@@ -169,7 +154,7 @@ class SlotCache:
         for i, layer in enumerate(self.layers):
             self.k[i] = layer.kbuf = new(self.k[i])
             self.v[i] = layer.vbuf = new(self.v[i])
-            layer.window(self.start, self.end)  # its views of the old buffer go too
+            layer.keys = layer.values = None  # its views of the old buffer go too
 
 
 _SLOT_LAYER: type | None = None
@@ -188,19 +173,19 @@ def _slot_layer_class() -> type:
                 self.kbuf, self.vbuf = kbuf, vbuf
                 self.device = kbuf.device
                 self.is_initialized = True
-                self.lo = self.hi = 0
+                self.rows: torch.Tensor | None = None
+                self.cols: torch.Tensor | None = None
 
-            def window(self, lo: int, hi: int) -> None:
-                self.lo, self.hi = lo, hi
-                self.keys = self.kbuf[:, :, lo:hi]
-                self.values = self.vbuf[:, :, lo:hi]
+            def bind(self, rows: torch.Tensor, cols: torch.Tensor, window: int) -> None:
+                self.rows, self.cols = rows, cols
+                self.keys = self.kbuf[:, :, :window]
+                self.values = self.vbuf[:, :, :window]
 
             def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                        **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-                m = key_states.shape[-2]
-                self.kbuf[:, :, self.hi:self.hi + m] = key_states
-                self.vbuf[:, :, self.hi:self.hi + m] = value_states
-                self.window(self.lo, self.hi + m)
+                # one new token per row, each at its own column (advanced indexing: [rows, heads, head_dim])
+                self.kbuf[self.rows, :, self.cols] = key_states[:, :, 0]
+                self.vbuf[self.rows, :, self.cols] = value_states[:, :, 0]
                 return self.keys, self.values
 
         _SLOT_LAYER = SlotLayer
@@ -230,10 +215,9 @@ def cache_keyword(model: Any) -> str:
 
 
 def capacity_for(width: int, max_new_tokens: int) -> int:
-    """Columns of the KV buffers: the widest prompt plus every token it may generate, plus slack so that
-    moving the window back happens only once per many steps."""
-    span = width + max_new_tokens
-    return span + max(64, span // 4)
+    """Columns of the KV buffers: the widest prompt plus every token it may generate, rounded up to whole
+    attention windows (``WINDOW_BLOCK``)."""
+    return -(-(width + max_new_tokens) // WINDOW_BLOCK) * WINDOW_BLOCK
 
 
 def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
@@ -307,8 +291,9 @@ class _State:
     rows: list[_Row | None]
     loops: LoopWatch | None
     cache: Any = None  # SlotCache, from the first prefill on
-    mask: Any = None  # [slots, capacity] attention mask (long)
-    pos: Any = None  # [slots] position id of the next input token
+    graphs: Any = None  # DecodeGraphs on a GPU (recorded for this pass's buffers), else None
+    columns: Any = None  # [capacity] 0, 1, 2, ...: the mask of a step is columns <= pos
+    pos: Any = None  # [slots] position id (and cache column) of the next input token
     last: Any = None  # [slots] the next input token (the newest generated one)
     count: Any = None  # [slots] tokens generated so far
     items: Any = None  # [slots] item index (for a logits hook)
@@ -328,7 +313,7 @@ class Engine:
 
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
                  make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True, cuda_graphs: bool = True) -> None:
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -347,6 +332,8 @@ class Engine:
         self.backoffs = 0  # out-of-memory restarts
         self.prefix_cache = prefix_cache
         self.prefix: PrefixStore | None = None
+        self.cuda_graphs = cuda_graphs  # off after a step that cannot be recorded
+        self._graph_sets: list[Any] = []
         self._cache_kw = cache_keyword(model)
         check_supported(model)
 
@@ -378,7 +365,7 @@ class Engine:
         self.waiting = sorted(self.waiting + unfinished, key=lambda i: (len(self.encoded[i]), -i))
         log.warning("out of GPU memory with %d rows in the batch; retrying %d unfinished rows with %d",
                     state.slots, len(unfinished), max(1, state.slots // 2))
-        state.cache = state.mask = state.pos = state.last = state.count = state.items = None
+        state.cache = state.graphs = state.columns = state.pos = state.last = state.count = state.items = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -462,64 +449,93 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
         self.prefill_tokens += len(items) * width
-        columns = depth + width  # what this prefill leaves in the cache
         keys, values = [layer.keys for layer in tmp.layers], [layer.values for layer in tmp.layers]
         if self.prefix is not None:
             self.prefix.admit(items, keys, values, lengths)
         if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
-            self._allocate(state, keys, max(columns, *(len(self.encoded[i]) for i in self.waiting)))
+            self._allocate(state, keys, max(lengths + [len(self.encoded[i]) for i in self.waiting]))
         slot_t = torch.tensor(slots, dtype=torch.long, device=device)
         item_t = torch.tensor(items, dtype=torch.long, device=device)
-        cache = state.cache
-        cache.write(slot_t, keys, values)
+        state.cache.write(slot_t, keys, values, lengths)
         del tmp, keys, values
-        end = cache.end
-        if end - columns < cache.start:  # the window reaches back to the new prompt (mask is 0 there)
-            cache.set_start(end - columns)
-        state.mask[slot_t] = 0
-        state.mask[slot_t, end - columns:end] = attention
-        state.pos[slot_t] = attention.sum(-1)
+        state.pos[slot_t] = torch.tensor(lengths, dtype=torch.long, device=device)
         state.items[slot_t] = item_t
         state.count[slot_t] = 0
         first = self._pick(out.logits[:, -1, :], item_t, state.count[slot_t])
         state.last[slot_t] = first
         state.count[slot_t] = 1
-        for slot, item in zip(slots, items, strict=True):
-            state.rows[slot] = _Row(item, self.make_stopper(item), end - len(self.encoded[item]))
+        for slot, item, n in zip(slots, items, lengths, strict=True):
+            state.rows[slot] = _Row(item, self.make_stopper(item), n)
             if state.loops is not None:
                 state.loops.reset(slot)
         self._observe(state, slots, first.tolist())
 
     def _allocate(self, state: _State, like: list[Any], width: int) -> None:
-        """Buffers for the longest prompt of the pass (``width`` columns) plus every token it may generate, plus
-        slack so that moving the window back happens once per many steps."""
+        """Buffers for the longest prompt of the pass (``width`` columns) plus every token it may generate."""
         import torch
 
         capacity = capacity_for(width, self.config.max_new_tokens)
         device = like[0].device
-        state.cache = SlotCache(state.slots, like, width, capacity, self.model.config)
-        state.mask = torch.zeros((state.slots, capacity), dtype=torch.long, device=device)
+        state.cache = SlotCache(state.slots, like, capacity, self.model.config)
+        state.columns = torch.arange(capacity, device=device)
         state.pos = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.last = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.count = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.items = torch.zeros(state.slots, dtype=torch.long, device=device)
+        state.graphs = self._new_graphs(device)
+
+    def _new_graphs(self, device: Any) -> Any:
+        if not self.cuda_graphs or device.type != "cuda":
+            return None
+        from harness.models.graphs import DecodeGraphs
+
+        graphs = DecodeGraphs()
+        self._graph_sets.append(graphs)
+        return graphs
+
+    @property
+    def graph_captures(self) -> int:
+        """Decoding steps recorded as CUDA graphs so far (each costs about two eager steps)."""
+        return sum(g.captures for g in self._graph_sets)
 
     # ------------------------------------------------------------------ decoding
 
     def _step(self, state: _State) -> None:
-        cache = state.cache
-        if cache.end >= cache.capacity:
-            self._make_room(state)
-        state.mask[:, cache.end] = 1
-        out = self.model(input_ids=state.last[:, None], attention_mask=state.mask[:, cache.start:cache.end + 1],
-                         position_ids=state.pos[:, None], use_cache=True, **{self._cache_kw: cache.cache})
-        cache.advance()
-        nxt = self._pick(out.logits[:, -1, :], state.items, state.count)
+        longest = max(r.length for r in state.rows if r is not None)
+        window = min(state.cache.capacity, -(-(longest + 1) // WINDOW_BLOCK) * WINDOW_BLOCK)
+        logits = self._decode(state, window)
+        nxt = self._pick(logits, state.items, state.count)
         state.last.copy_(nxt)
-        state.pos += 1
+        # A dead slot's position stops at the last column (its writes land there, masked, until a prompt takes it).
+        state.pos.add_(1).clamp_(max=state.cache.capacity - 1)
         state.count += 1
         self.steps += 1
+        for row in state.rows:
+            if row is not None:
+                row.length += 1
         self._observe(state, range(state.slots), nxt.tolist())
+
+    def _decode(self, state: _State, window: int) -> torch.Tensor:
+        """The logits of one decoding step over ``window`` columns: a replayed CUDA graph on a GPU, else eager."""
+        if state.graphs is not None:
+            from harness.models.graphs import GraphCaptureFailed
+
+            try:
+                return state.graphs.run((state.slots, window), lambda: self._forward_step(state, window))
+            except GraphCaptureFailed as exc:
+                log.warning("decoding without CUDA graphs (this model's step could not be recorded: %s)", exc)
+                self.cuda_graphs = False
+                state.graphs = None
+        return self._forward_step(state, window)
+
+    def _forward_step(self, state: _State, window: int) -> torch.Tensor:
+        cache = state.cache
+        cache.bind(state.pos, window)
+        # 4-D boolean mask [slots, 1, 1, window]: transformers takes it as is (no mask building per step).
+        mask = (state.columns[:window] <= state.pos[:, None])[:, None, None, :]
+        out = self.model(input_ids=state.last[:, None], attention_mask=mask, position_ids=state.pos[:, None],
+                         use_cache=True, **{self._cache_kw: cache.cache})
+        return out.logits[:, -1, :]
 
     def _pick(self, logits: torch.Tensor, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         import torch
@@ -536,7 +552,6 @@ class Engine:
         hits = None
         if state.loops is not None:
             hits = state.loops.push(tokens, None if len(slots) == state.slots else list(slots))
-        ended = False
         for k, slot in enumerate(slots):
             row = state.rows[slot]
             if row is None:
@@ -544,39 +559,9 @@ class Engine:
             reason = row.stopper.push(tokens[k], bool(hits[slot]) if hits is not None else False)
             if reason is not None:
                 state.rows[slot] = None
-                ended = True
                 self._done.append(Finished(row.item, row.stopper.ids, reason))
-        live = [r.start for r in state.rows if r is not None]
-        if ended and live and state.cache is not None and min(live) > state.cache.start:
-            # Columns left of every live prompt leave the window; their mask is cleared so that the
-            # window can later reach back over them for a new (longer) prompt.
-            state.mask[:, state.cache.start:min(live)] = 0
-            state.cache.set_start(min(live))
 
     # ------------------------------------------------------------------ housekeeping
-
-    def _make_room(self, state: _State) -> None:
-        """The buffer is full: move the live window back to the start (keeping room for the longest
-        waiting prompt), or, if nothing can move, grow it."""
-        cache = state.cache
-        longest_waiting = len(self.encoded[self.waiting[-1]]) if self.waiting else 0
-        by = min(cache.start, cache.end - longest_waiting)
-        if by <= 0:
-            import torch
-
-            extra = max(64, cache.capacity // 4)
-            cache.grow(extra)
-            state.mask = torch.cat([state.mask, state.mask.new_zeros((state.slots, extra))], dim=1)
-            return
-        lo, hi = cache.start, cache.end
-        for a in range(lo, hi, by):
-            b = min(a + by, hi)
-            state.mask[:, a - by:b - by] = state.mask[:, a:b]
-        state.mask[:, hi - by:hi] = 0  # stale columns, rewritten as the window grows into them
-        cache.shift(by)
-        for row in state.rows:
-            if row is not None:
-                row.start -= by
 
     def _compact(self, state: _State) -> None:
         """Nothing waits and half the slots are dead: drop them, so the last rows run in a small batch."""
@@ -585,10 +570,11 @@ class Engine:
         live = state.live()
         if self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
             return
-        keep = torch.tensor(live, dtype=torch.long, device=state.mask.device)
+        keep = torch.tensor(live, dtype=torch.long, device=state.pos.device)
         state.cache.select(keep)
-        state.mask, state.pos, state.last = state.mask[keep], state.pos[keep], state.last[keep]
+        state.pos, state.last = state.pos[keep], state.last[keep]
         state.count, state.items = state.count[keep], state.items[keep]
+        state.graphs = self._new_graphs(state.pos.device)  # recorded against the old buffers
         if state.loops is not None:
             state.loops.select(live)
         state.rows = [state.rows[s] for s in live]

@@ -301,15 +301,15 @@ def test_auto_batch_size_on_cpu_leaves_memory_for_the_rest(random_fp32, monkeypa
 
 
 def test_compacting_the_cache_releases_each_layer_before_copying_the_next():
-    """The peak while compacting (or growing) is the cache plus one layer's copy, not two caches: the old
-    buffers of a layer are unreachable before the next layer is copied."""
+    """The peak while compacting is the cache plus one layer's copy, not two caches: the old buffers of a
+    layer are unreachable before the next layer is copied."""
     import weakref
 
     import torch
 
     from harness.models.engine import SlotCache
 
-    cache = SlotCache(4, [torch.zeros(1, 2, 3, 4) for _ in range(3)], end=3, capacity=8)
+    cache = SlotCache(4, [torch.zeros(1, 2, 3, 4) for _ in range(3)], capacity=8)
     cache.k[1][2] = 7.0
     old = [weakref.ref(b) for b in cache.k + cache.v]
     alive_at_each_copy = []
@@ -319,8 +319,29 @@ def test_compacting_the_cache_releases_each_layer_before_copying_the_next():
         return b[torch.tensor([0, 2])]
 
     cache.replace_each(keep_slots_0_and_2)
-    assert alive_at_each_copy == [6, 6, 4, 4, 2, 2]  # all six at once would be [6, 6, 6, 6, 6, 6]
+    assert alive_at_each_copy == [6, 5, 4, 3, 2, 1]  # all six at once would be [6, 6, 6, 6, 6, 6]
     assert [tuple(b.shape) for b in cache.k] == [(2, 2, 8, 4)] * 3
-    assert float(cache.k[1][1].max()) == 7.0 and cache.layers[1].keys.shape == (2, 2, 3, 4)
-    cache.grow(2)
-    assert cache.capacity == 10 and tuple(cache.v[0].shape) == (2, 2, 10, 4)
+    assert float(cache.k[1][1].max()) == 7.0
+
+
+def test_slot_cache_left_aligns_a_prefill_and_writes_each_row_at_its_own_column():
+    """A prefill's rows end at its last column; in the slots they start at column 0. A decoding step writes
+    row r's new keys at column pos[r] and the model sees the first `window` columns."""
+    import torch
+
+    from harness.models.engine import SlotCache
+
+    width = 5
+    keys = [torch.arange(2 * 1 * width * 1, dtype=torch.float32).reshape(2, 1, width, 1)]
+    cache = SlotCache(3, keys, capacity=8)
+    cache.write(torch.tensor([2, 0]), keys, [k + 100 for k in keys], lengths=[3, 5])
+    assert cache.k[0][2, 0, :3, 0].tolist() == [2.0, 3.0, 4.0]  # item 0's last three columns
+    assert cache.k[0][0, 0, :5, 0].tolist() == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert cache.v[0][2, 0, :3, 0].tolist() == [102.0, 103.0, 104.0]
+    assert cache.k[0][1].abs().sum() == 0  # an untouched slot
+    pos = torch.tensor([5, 0, 3])
+    cache.bind(pos, 6)
+    got_k, got_v = cache.layers[0].update(torch.full((3, 1, 1, 1), -1.0), torch.full((3, 1, 1, 1), -2.0))
+    assert got_k.shape == (3, 1, 6, 1)
+    assert [cache.k[0][r, 0, int(p), 0].item() for r, p in enumerate(pos)] == [-1.0, -1.0, -1.0]
+    assert cache.k[0][0, 0, :5, 0].tolist() == [5.0, 6.0, 7.0, 8.0, 9.0]  # nothing else moved
