@@ -325,8 +325,13 @@ def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tup
 def warm_up(backend: Any, work: Workload, batch: int, max_new: int) -> None:
     """The timed workload once on each path, untimed: first allocations of its size, kernel choices for
     its shapes (the first harness row of 2026-11-30 paid for those: 292 tok/s cold, 687 warm)."""
+    import torch
+
     ran = run_harness(backend, work, batch, max_new)
-    run_generate(backend.model, backend.tokenizer, work, batch or ran["batch"], max_new)
+    try:
+        run_generate(backend.model, backend.tokenizer, work, batch or ran["batch"], max_new)
+    except torch.OutOfMemoryError:  # plain generate needs more memory than the engine at this batch
+        settle(backend.model.device.type)  # its timed row reports the error
 
 
 def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, floors: Floors,

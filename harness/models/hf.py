@@ -260,6 +260,8 @@ class HFBackend(ModelBackend):
                 if progress is not None:
                     progress(1)
             t0 = time.perf_counter()
+        if not engine.cuda_graphs:  # a step that could not be recorded once will not be next time either
+            self.cuda_graphs = False
 
     def _generation(self, prompt: Prompt, encoded: list[int], done: Finished, seconds: float) -> Generation:
         return Generation(id=prompt.id, text=self.tokenizer.decode(done.ids, skip_special_tokens=True),

@@ -345,3 +345,38 @@ def test_slot_cache_left_aligns_a_prefill_and_writes_each_row_at_its_own_column(
     assert got_k.shape == (3, 1, 6, 1)
     assert [cache.k[0][r, 0, int(p), 0].item() for r, p in enumerate(pos)] == [-1.0, -1.0, -1.0]
     assert cache.k[0][0, 0, :5, 0].tolist() == [5.0, 6.0, 7.0, 8.0, 9.0]  # nothing else moved
+
+
+def test_a_step_that_cannot_be_recorded_falls_back_to_eager_once(random_fp32, monkeypatch, caplog):
+    """On a GPU a step that CUDA graphs cannot record (bitsandbytes 8-bit synchronises inside its matmul)
+    is decoded eagerly: the same outputs, one warning, and the backend does not try again."""
+    from harness.models import engine as engine_module
+    from harness.models.graphs import GraphCaptureFailed
+
+    prompts = random_prompts(6, seed=5)
+    config = GenerationConfig(max_new_tokens=10, batch_size=4)
+    expected = [(g.text, g.finish_reason) for g in random_fp32.generate(prompts, config)]
+    attempts = []
+
+    class Unrecordable:
+        captures = 0
+
+        def run(self, key, step):
+            attempts.append(key)
+            raise GraphCaptureFailed("RuntimeError: operation not permitted when stream is capturing")
+
+    def new_graphs(self, device):
+        if not self.cuda_graphs:
+            return None
+        self._graph_sets.append(Unrecordable())
+        return self._graph_sets[-1]
+
+    monkeypatch.setattr(engine_module.Engine, "_new_graphs", new_graphs)
+    try:
+        assert [(g.text, g.finish_reason) for g in random_fp32.generate(prompts, config)] == expected
+        assert len(attempts) == 1 and "decoding without CUDA graphs" in caplog.text
+        assert random_fp32.cuda_graphs is False and random_fp32.last_run["graph_captures"] == 0
+        random_fp32.generate(prompts, config)
+        assert len(attempts) == 1  # remembered: not tried again
+    finally:
+        random_fp32.cuda_graphs = True
