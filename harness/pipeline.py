@@ -25,6 +25,7 @@ from harness.benchmark.model import Benchmark, Question
 from harness.db.preparation import DatabasePreparation
 from harness.db.provision import provision
 from harness.errors import OutputDirError
+from harness.gcpause import EvaluationHeap
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
 from harness.models.registry import resolve_template
 from harness.report.records import ItemResult, Summary, run_info
@@ -174,9 +175,11 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
     prepare_output(out)
     server = provision(config.db, docker_image=config.docker_image)
     own_backend = backend is None
-    with DatabasePreparation(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as databases:
+    with (DatabasePreparation(server, benchmark, statement_timeout_ms=config.statement_timeout_ms) as databases,
+          EvaluationHeap() as heap):
         try:
-            with stages("model load"):  # beside the database preparation
+            # beside the database preparation; the collector paused (harness.gcpause)
+            with stages("model load"), heap.loading():
                 backend = backend or build_backend(config)
             warnings = list(backend.warnings)
             with stages("wait for databases"):  # a database that fails stops the run before generation

@@ -402,3 +402,21 @@ def test_one_status_vocabulary():
     assert set(get_args(ExecStatus)) - {"ok"} <= set(STATUSES)  # an execution's failure is the item's status
     assert "backend_error" in FLAGS
     assert all(s.style and s.color.startswith("#") for s in Status)
+
+
+def test_the_model_loads_with_the_collector_paused_and_the_run_restores_it(tmp_path, cluster_dir, monkeypatch):
+    import gc
+
+    import harness.pipeline as pipeline
+    build = pipeline.build_backend
+    during: list[bool] = []
+
+    def watched_build(config):
+        during.append(gc.isenabled())
+        return build(config)
+    monkeypatch.setattr(pipeline, "build_backend", watched_build)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    result = evaluate(_replay_config(tmp_path))
+    assert during == [False]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert by_id(result)["count-near"].status == "correct"
