@@ -218,11 +218,11 @@ def test_data_in_schema_sql_is_named_so_in_diffs(tmp_path, pg_server):
 def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeypatch, mini_fixtures, pg_server):
     """The schema check (diagnose), the guard (through the executor) and exact match all receive the one
     tree the scorer parsed, so none of them parses the prediction again; a gold too is parsed once, and
-    that tree reaches the guard on every data variant."""
+    that tree reaches the guard on every data variant and exact match."""
     import harness.scoring.scorer as scorer_module
     from harness.db.executor import SafeExecutor
     from harness.models.base import Generation
-    seen: dict[str, list[object]] = {"parse": [], "diagnose": [], "run": [], "exact": []}
+    seen: dict[str, list[object]] = {"parse": [], "diagnose": [], "run": [], "exact": [], "exact_gold": []}
     parsed_text: dict[int, str] = {}
 
     def spy(name, original):
@@ -231,6 +231,8 @@ def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeyp
             seen[name].append(result if name == "parse" else kwargs.get("parsed"))
             if name == "parse":
                 parsed_text[id(result)] = args[0]
+            if name == "exact":
+                seen["exact_gold"].append((args[0], kwargs.get("gold_parsed")))
             return result
         return wrapper
 
@@ -255,6 +257,7 @@ def test_the_prediction_is_parsed_once_and_that_tree_reaches_every_stage(monkeyp
     assert seen["diagnose"] == [tree] and seen["exact"] and all(t is tree for t in seen["exact"])
     for text, parsed in by_text.items():  # the prediction and each gold, once per data variant
         assert [t is parsed for t in seen["run"]].count(True) == 2, text
+    assert seen["exact_gold"] and all(tree is by_text[gold] for gold, tree in seen["exact_gold"])
 
 
 def test_golds_share_a_session_per_variant_and_predictions_never_do(monkeypatch, mini_fixtures, pg_server):

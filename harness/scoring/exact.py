@@ -74,14 +74,16 @@ class QueryShape:
         return repr(self)
 
 
-def exact_match(gold: str, pred: str, *, parsed: exp.Expr | None = None) -> bool:
+def exact_match(gold: str, pred: str, *, parsed: exp.Expr | None = None,
+                gold_parsed: exp.Expr | None = None) -> bool:
     """True when ``pred`` is ``gold`` clause by clause, after normalisation (see the module docstring).
 
     ``parsed``: ``pred`` as ``parse_statement`` already parsed it (the pipeline parses each prediction
-    once); it is read, never changed. A gold's shape is computed once per gold text.
+    once); ``gold_parsed``: ``gold`` likewise (the scorer parsed it to execute it). Both are read, never
+    changed. Without ``gold_parsed`` a gold's shape is computed once per gold text.
     """
     pred_shape = _shape_of(parsed) if parsed is not None else query_shape(pred)
-    gold_shape = _gold_shape(gold)
+    gold_shape = _shape_of(gold_parsed) if gold_parsed is not None else _gold_shape(gold)
     if gold_shape is None or pred_shape is None:
         # sqlglot cannot parse some PostGIS operators (~=, &&&, |>>): fall back to the text with case,
         # whitespace and a trailing ';' folded, so identical SQL still matches.

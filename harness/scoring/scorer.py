@@ -156,6 +156,7 @@ class Scorer:
         self.options = options
         self._executors: dict[tuple[str, bool], SafeExecutor] = {}  # (database, gold?) -> its executor
         self._gold_cache: dict[tuple[str, str], Execution] = {}
+        self._gold_trees: dict[str, exp.Expr | None] = {}  # gold text -> its one parse (guard, exact match)
         self._catalogs: dict[str, SchemaCatalog | None] = {}
 
     def close(self) -> None:
@@ -214,11 +215,17 @@ class Scorer:
         runs = []
         for gold in q.golds:
             todo = [vdb for vdb in variants if (vdb.dbname, gold) not in self._gold_cache]
-            tree = parse_statement(gold) if todo else None
+            tree = self._gold_tree(gold) if todo else None
             for vdb in todo:
                 self._gold_cache[vdb.dbname, gold] = self.execute(vdb, gold, parsed=tree, gold=True)
             runs.append(tuple(self._gold_cache[vdb.dbname, gold] for vdb in variants))
         return GoldRuns(q.golds, tuple(runs))
+
+    def _gold_tree(self, gold: str) -> exp.Expr | None:
+        """A gold parsed once per evaluation: the tree the guard checks on every variant, and exact match's."""
+        if gold not in self._gold_trees:
+            self._gold_trees[gold] = parse_statement(gold)
+        return self._gold_trees[gold]
 
     def read(self, q: Question, gen: Generation) -> Prediction:
         """Extraction, the one parse, and the diagnosis of an output (no database)."""
@@ -243,8 +250,8 @@ class Scorer:
             exact = None
         else:
             judgement = self.judge_prediction(q, gen, prediction, golds, labels)
-            exact = bool(prediction.sql) and any(exact_match(g, prediction.sql or "", parsed=prediction.parsed)
-                                                 for g in q.golds)
+            exact = bool(prediction.sql) and any(exact_match(g, prediction.sql or "", parsed=prediction.parsed,
+                                                             gold_parsed=self._gold_tree(g)) for g in q.golds)
         timings = {"generate": round(gen.seconds, 4)}
         if judgement.execute_seconds is not None:
             timings["execute"] = round(judgement.execute_seconds, 4)

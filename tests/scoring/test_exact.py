@@ -46,3 +46,19 @@ def test_normalise_sql_for_display() -> None:
 @given(st.text(max_size=120))
 def test_exact_match_never_raises(text: str) -> None:
     assert exact_match("SELECT name FROM rfgcpy", text) in (True, False)
+
+
+def test_a_gold_parsed_by_the_caller_gives_the_verdict_of_its_text():
+    """The scorer hands exact match the gold tree it parsed to execute the gold; the verdict is the one
+    the gold's text gives, and the tree is not changed."""
+    from harness.scoring.exact import exact_match, parse_statement
+
+    gold = "SELECT name FROM rfgcpy WHERE ssqx = '上城区' AND jgsj > 2000;"
+    tree = parse_statement(gold)
+    before = tree.sql()
+    for pred in ("select R.NAME as 名称 from rfgcpy r where 2000 < r.jgsj and r.ssqx = '上城区'",
+                 "SELECT name FROM rfgcpy WHERE ssqx = '西湖区' AND jgsj > 2000"):
+        assert exact_match(gold, pred, gold_parsed=tree) == exact_match(gold, pred)
+    # the tree given is what is compared (the caller vouches that it is the parse of the text)
+    assert exact_match(gold, "SELECT name FROM rfgcpy", gold_parsed=parse_statement("SELECT name FROM rfgcpy"))
+    assert tree.sql() == before
