@@ -30,7 +30,7 @@ from harness.models.base import BackendOptions, Generation, GenerationConfig, Mo
 from harness.models.registry import resolve_template
 from harness.report.records import ItemResult, Summary, run_info
 from harness.report.summary import summarise
-from harness.report.writer import RunWriter
+from harness.report.writer import RunWriter, preload_renderer
 from harness.scoring.scorer import Scorer, ScorerOptions
 
 __all__ = ["EvalConfig", "RunResult", "Scorer", "build_backend", "evaluate", "generate"]
@@ -200,6 +200,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
                         advance(1)
             finally:
                 scorer.close()
+            renderer = preload_renderer()  # imported while the checksum queries wait on the server
             with stages("checksums"):
                 after = fixtures.checksums()
             with stages("summary"):
@@ -212,6 +213,7 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
                                                         config.generation))
             databases.release()  # the server is torn down while the report renders
             with stages("report"):
+                renderer.join()
                 writer.finish(summary)
         finally:
             if own_backend and backend is not None:

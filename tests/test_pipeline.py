@@ -423,3 +423,23 @@ def test_the_model_loads_with_the_collector_paused_and_the_run_restores_it(tmp_p
     assert during == [False]
     assert gc.isenabled() and gc.get_freeze_count() == 0
     assert by_id(result)["count-near"].status == "correct"
+
+
+def test_the_report_renderer_is_imported_while_the_checksums_run(tmp_path, cluster_dir, monkeypatch):
+    import harness.pipeline as pipeline
+    from harness.db.fixture import FixtureDatabases
+    checksums, preload = FixtureDatabases.checksums, pipeline.preload_renderer
+    events: list[str] = []
+
+    def watched_checksums(self):
+        events.append("checksums")
+        return checksums(self)
+
+    def watched_preload():
+        events.append("preload")
+        return preload()
+    monkeypatch.setattr(FixtureDatabases, "checksums", watched_checksums)
+    monkeypatch.setattr(pipeline, "preload_renderer", watched_preload)
+    result = evaluate(_replay_config(tmp_path))
+    # the preparation checksums before any query; the renderer's import starts before the second checksum
+    assert events == ["checksums", "preload", "checksums"] and (result.out / "report.html").is_file()

@@ -3,7 +3,9 @@ lost; summary.json and report.html are written atomically at the end."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 from harness.report.records import ItemResult, Summary
@@ -42,3 +44,23 @@ class RunWriter:
             atomic_write(self.out / "report.html", html)
         except ImportError:  # the HTML renderer is optional at import time; summary.json is what counts
             pass
+
+
+RENDERER = "harness.report.html"
+
+
+def preload_renderer() -> threading.Thread:
+    """Start importing the HTML renderer (matplotlib, jinja2: about 0.4 s of a 2-core machine) in a thread
+    and return it. The pipeline starts it before the fixture checksums, whose queries wait on the server
+    with the interpreter idle, so the import runs in that wait instead of after it; join the thread before
+    ``finish``. A failed import is left to ``finish``, which imports again and handles the error there."""
+
+    def load() -> None:
+        try:
+            importlib.import_module(RENDERER)
+        except Exception:  # finish() imports again in the caller's thread and sees it there
+            pass
+
+    thread = threading.Thread(target=load, name="txt2sql-renderer-import", daemon=True)
+    thread.start()
+    return thread
