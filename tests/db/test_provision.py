@@ -128,3 +128,15 @@ def test_the_local_cluster_preloads_postgis(pg_server):
         pytest.skip("no postgis-3 library in the server's library directory")
     with admin_connection(pg_server.admin) as conn:
         assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("postgis-3",)
+
+
+def test_no_docker_host_and_no_default_socket_is_answered_without_the_docker_client(monkeypatch, tmp_path):
+    """The client would try only its default socket; when there is none, the answer needs no import."""
+    import sys
+
+    import harness.db.docker as docker_module
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(docker_module, "DEFAULT_SOCKET", str(tmp_path / "docker.sock"))
+    monkeypatch.setitem(sys.modules, "docker", None)  # importing it now would raise ImportError
+    why = docker_engine_error()
+    assert why is not None and "no Docker engine answers" in why and str(tmp_path / "docker.sock") in why
