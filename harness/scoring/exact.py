@@ -34,7 +34,6 @@ False
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
@@ -45,6 +44,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from harness.sql.quiet import sqlglot_errors_only
 
 __all__ = ["QueryShape", "exact_match", "clause_differences", "normalise_sql", "parse_statement", "query_shape"]
 
@@ -168,15 +169,11 @@ def parse_statement(sql: str) -> exp.Expr | None:
     >>> parse_statement("SELECT 1; SELECT 2") is None, parse_statement("SELECT FROM WHERE") is None
     (True, True)
     """
-    logger = logging.getLogger("sqlglot")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
     try:
-        trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
+        with sqlglot_errors_only():
+            trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except (SqlglotError, RecursionError, ValueError):
         return None
-    finally:
-        logger.setLevel(previous)
     if len(trees) != 1:
         return None
     tree = trees[0]

@@ -14,7 +14,6 @@ IdentifierCheck(unknown_tables=(), unknown_columns=('jsdw',), parse_error=None)
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from harness.sql.extract import split_statements
+from harness.sql.quiet import sqlglot_errors_only
 from harness.sql.scanner import top_level
 
 __all__ = ["SchemaCatalog", "SchemaParseError", "IdentifierCheck", "check_identifiers", "parse_error"]
@@ -415,13 +415,8 @@ def _register(table: exp.Table, columns: frozenset[str] | None, tables: dict[str
 
 
 def _parse_all(sql: str) -> list[exp.Expr | None]:
-    logger = logging.getLogger("sqlglot")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
+    with sqlglot_errors_only():
         return sqlglot.parse(sql, read=DIALECT)
-    finally:
-        logger.setLevel(previous)
 
 
 def _parse_quietly(sql: str) -> exp.Expr:
