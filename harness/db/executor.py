@@ -25,7 +25,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.types.string import TextLoader
 
-from harness.db.guard import FunctionPolicy, classify
+from harness.db.guard import Classification, FunctionPolicy, classify
 from harness.db.server import ConnInfo
 from harness.scoring.status import ExecStatus  # the one status vocabulary
 
@@ -169,9 +169,18 @@ def _shut_down(conn: psycopg.Connection) -> None:
         pass
 
 
+# The guard's decisions by (text, parsed by the caller?, function policy): shared by the executors of one
+# scorer, since the same query runs on every data variant and the decision depends on nothing else.
+Verdicts = dict[tuple[str, bool, FunctionPolicy], Classification]
+
+
 class SafeExecutor:
     """Runs queries on one database as the reader role, each in a session of its own, so that nothing a
     query leaves behind (the random seed, settings, locks, prepared statements) reaches the next one.
+
+    ``verdicts``: a dictionary shared with other executors (see ``Verdicts``), so that a query classified
+    for one data variant is not tokenised and walked again for the next (about a third of the scoring's
+    guard work on the main job, whose questions run on three variants).
 
     ``shared_session``: consecutive queries that finish ``ok`` share one session instead (each still in
     its own read-only transaction, rolled back); any other outcome ends it. Only for the benchmark's own
@@ -181,8 +190,9 @@ class SafeExecutor:
     def __init__(self, info: ConnInfo, *, row_cap: int = DEFAULT_ROW_CAP,
                  statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS, byte_cap: int = DEFAULT_BYTE_CAP,
                  max_memory_growth: int = MAX_MEMORY_GROWTH, functions: FunctionPolicy | None = None,
-                 shared_session: bool = False) -> None:
+                 shared_session: bool = False, verdicts: Verdicts | None = None) -> None:
         self.info = info
+        self._verdicts = verdicts
         self.shared_session = shared_session
         self._kept: psycopg.Connection | None = None
         self.row_cap = row_cap
@@ -269,7 +279,7 @@ class SafeExecutor:
         """Classify, then execute. ``parsed``: the statement as sqlglot already parsed it from ``sql``.
         ``budget_ms``: what is left of the question's time (a prediction runs on every data variant, and the
         statement timeout bounds the question, not each variant); never more than the statement timeout."""
-        verdict = classify(sql, parsed=parsed, functions=self.functions())
+        verdict = self._classify(sql, parsed)
         if not verdict.allowed:
             return Execution("refused", error=verdict.reason)
         limit_ms = self.statement_timeout_ms if budget_ms is None else min(self.statement_timeout_ms, budget_ms)
@@ -298,6 +308,16 @@ class SafeExecutor:
             raise
         finally:
             self._release(conn, kept=outcome is not None and outcome.status == "ok" and not watchdog.fired)
+
+    def _classify(self, sql: str, parsed: exp.Expr | None) -> Classification:
+        functions = self.functions()
+        if self._verdicts is None:
+            return classify(sql, parsed=parsed, functions=functions)
+        key = (sql, parsed is not None, functions)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = classify(sql, parsed=parsed, functions=functions)
+        return verdict
 
     def _release(self, conn: psycopg.Connection, *, kept: bool) -> None:
         """Roll back; keep the session for the next query when it is shared and the query ended ``ok``,

@@ -29,6 +29,7 @@ from harness.db.executor import (
     Execution,
     ResultSet,
     SafeExecutor,
+    Verdicts,
 )
 from harness.diagnose import Diagnosis, diagnose
 from harness.errors import InfrastructureError
@@ -157,6 +158,7 @@ class Scorer:
         self._executors: dict[tuple[str, bool], SafeExecutor] = {}  # (database, gold?) -> its executor
         self._gold_cache: dict[tuple[str, str], Execution] = {}
         self._gold_trees: dict[str, exp.Expr | None] = {}  # gold text -> its one parse (guard, exact match)
+        self._verdicts: Verdicts = {}  # the guard's decisions, shared by every variant's executor
         self._catalogs: dict[str, SchemaCatalog | None] = {}
 
     def close(self) -> None:
@@ -173,7 +175,8 @@ class Scorer:
             # the allow-list built at provisioning: no executor (nor a restarted one) reads pg_proc again
             self._executors[key] = SafeExecutor(self.fixtures.reader(vdb), row_cap=self.options.row_cap,
                                                 statement_timeout_ms=self.options.statement_timeout_ms,
-                                                functions=self.fixtures.functions(vdb), shared_session=gold)
+                                                functions=self.fixtures.functions(vdb), shared_session=gold,
+                                                verdicts=self._verdicts)
         return self._executors[key]
 
     def _catalog(self, q: Question) -> SchemaCatalog | None:

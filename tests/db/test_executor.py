@@ -281,3 +281,32 @@ def test_the_byte_budget_is_per_query_on_a_shared_session(mini_fixtures):
         assert shared.run("SELECT repeat('x', 70000)").status == "exec_error"
     finally:
         shared.close()
+
+
+def test_executors_sharing_verdicts_classify_a_query_once_per_policy(mini_fixtures, monkeypatch):
+    """The scorer's executors (one per data variant) share the guard's decisions: the same text under the
+    same function policy is classified once, and the shared decision is the one classify gives."""
+    import harness.db.executor as executor
+    from harness.db.guard import NO_FUNCTIONS
+    calls: list[str] = []
+    classify = executor.classify
+
+    def counted(sql, **kwargs):
+        calls.append(sql)
+        return classify(sql, **kwargs)
+    monkeypatch.setattr(executor, "classify", counted)
+    vdb = mini_fixtures.variants("default")[0]
+    policy = mini_fixtures.functions(vdb)
+    verdicts: executor.Verdicts = {}
+    first, second, other = (SafeExecutor(mini_fixtures.reader(vdb), functions=f, verdicts=verdicts)
+                            for f in (policy, policy, NO_FUNCTIONS))
+    try:
+        sql, refused = "SELECT count(*) FROM rfgcpy", "SELECT setseed(0.5)"
+        assert first.run(sql).result.rows == second.run(sql).result.rows == ((5,),)
+        assert first.run(refused).status == second.run(refused).status == "refused"
+        assert calls == [sql, refused]
+        # another policy is another decision: with no function allowed, count() is refused
+        assert other.run(sql).status == "refused" and calls == [sql, refused, sql]
+    finally:
+        for ex in (first, second, other):
+            ex.close()
