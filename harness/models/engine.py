@@ -192,9 +192,25 @@ def _slot_layer_class() -> type:
     return _SLOT_LAYER
 
 
+# Attention implementations whose decoding step takes the engine's 4-D mask: sdpa as booleans, eager as
+# additive floats. Others (flash attention, flex attention) build their masks from a 2-D one.
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
+def attention_kind(model: Any) -> str:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return str(getattr(cfg, "_attn_implementation", None) or "sdpa")
+
+
 def check_supported(model: Any) -> None:
-    """The slot cache replaces plain full-attention layers only (no sliding windows, no linear attention)."""
+    """The slot cache replaces plain full-attention layers only (no sliding windows, no linear attention), and
+    the decoding step passes a 4-D mask, which sdpa and eager attention take."""
     from transformers import DynamicCache
+
+    kind = attention_kind(model)
+    if kind not in MASKED_ATTENTION:
+        raise ModelBackendError(f"the generation engine supports {' and '.join(MASKED_ATTENTION)} attention; this "
+                                f"model uses {kind!r}. Load it with attn_implementation='sdpa'")
 
     try:
         probe = DynamicCache(config=model.config)
@@ -336,6 +352,7 @@ class Engine:
         self._graph_sets: list[Any] = []
         self._cache_kw = cache_keyword(model)
         check_supported(model)
+        self._additive_mask = attention_kind(model) == "eager"  # eager attention adds its mask to the scores
 
     def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
         """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
@@ -531,8 +548,13 @@ class Engine:
     def _forward_step(self, state: _State, window: int) -> torch.Tensor:
         cache = state.cache
         cache.bind(state.pos, window)
-        # 4-D boolean mask [slots, 1, 1, window]: transformers takes it as is (no mask building per step).
+        # 4-D mask [slots, 1, 1, window]: transformers takes it as is (no mask building per step).
         mask = (state.columns[:window] <= state.pos[:, None])[:, None, None, :]
+        if self._additive_mask:
+            import torch
+
+            dtype = self.model.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
         out = self.model(input_ids=state.last[:, None], attention_mask=mask, position_ids=state.pos[:, None],
                          use_cache=True, **{self._cache_kw: cache.cache})
         return out.logits[:, -1, :]

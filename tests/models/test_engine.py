@@ -380,3 +380,18 @@ def test_a_step_that_cannot_be_recorded_falls_back_to_eager_once(random_fp32, mo
         assert len(attempts) == 1  # remembered: not tried again
     finally:
         random_fp32.cuda_graphs = True
+
+
+def test_eager_attention_gets_an_additive_mask_and_the_same_outputs(random_dir):
+    """sdpa takes the decoding step's 4-D mask as booleans, eager attention adds it to the scores: the same
+    greedy outputs either way (fp32). Other implementations are refused with the fix."""
+    from harness.errors import ModelBackendError
+
+    prompts, config = random_prompts(7, seed=11), GenerationConfig(max_new_tokens=16, batch_size=3)
+    backend = load_hf_backend(str(random_dir), BackendOptions(dtype="fp32"))
+    sdpa = [(g.text, g.finish_reason) for g in backend.generate(prompts, config)]
+    backend.model.set_attn_implementation("eager")
+    assert [(g.text, g.finish_reason) for g in backend.generate(prompts, config)] == sdpa
+    backend.model.config._attn_implementation = "flex_attention"
+    with pytest.raises(ModelBackendError, match="attn_implementation='sdpa'"):
+        backend.generate(prompts, config)
