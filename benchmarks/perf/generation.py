@@ -23,7 +23,8 @@ One JSON line per setting (path x mode x batch), printed and appended to --out a
   matmul FLOP/s measured at the start; the wall time an evaluation cannot go below, since every distinct
   prompt token must be read once;
 * harness rows also give ``prefill_s`` (of ``wall_s``), ``decode_ms_per_step`` (the rest over the steps),
-  ``prefill_tokens`` (left padding included) and ``backoffs`` (out-of-memory restarts).
+  ``prefill_tokens`` (left padding included), ``prefill_computed`` (without it), ``prefill_forwards`` and
+  ``backoffs`` (out-of-memory restarts).
 
 Each mode first runs the whole workload once, untimed, on both paths (``warm_up``): the first large
 allocations and the kernel choices for large shapes do not fall in a timed row.
@@ -248,7 +249,8 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: 
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
     run = backend.last_run
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
-            "prefill_tokens": run["prefill_tokens"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
+            "prefill_tokens": run["prefill_tokens"], "prefill_computed": run["prefill_computed"],
+            "prefill_forwards": run["prefill_forwards"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
             "graph_captures": run["graph_captures"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}

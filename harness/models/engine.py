@@ -344,6 +344,8 @@ class Engine:
         # included) and seconds spent. No extra synchronisation: each prefill ends by reading its first
         # tokens on the host, and the step before it did too, so the wall clock brackets the GPU work.
         self.prefill_tokens = 0
+        self.prefill_forwards = 0
+        self.prefill_computed = 0  # prompt tokens computed, padding excluded
         self.prefill_seconds = 0.0
         self.backoffs = 0  # out-of-memory restarts
         self.prefix_cache = prefix_cache
@@ -466,6 +468,8 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
         self.prefill_tokens += len(items) * width
+        self.prefill_forwards += 1
+        self.prefill_computed += sum(n - p for n, p in zip(lengths, past, strict=True))
         keys, values = [layer.keys for layer in tmp.layers], [layer.values for layer in tmp.layers]
         if self.prefix is not None:
             self.prefix.admit(items, keys, values, lengths)

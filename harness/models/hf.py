@@ -294,9 +294,10 @@ class HFBackend(ModelBackend):
 
 def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
-    out-of-memory backoff), prefill tokens computed (padding included) and reused from the prefix cache,
-    prefill seconds, backoffs, decoding steps recorded as CUDA graphs."""
+    out-of-memory backoff), prefill tokens computed (padding included, and not), the prefill's forwards, tokens
+    reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs."""
     return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
+            "prefill_computed": engine.prefill_computed, "prefill_forwards": engine.prefill_forwards,
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
             "graph_captures": engine.graph_captures}
