@@ -236,7 +236,8 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: 
     import torch
 
     device = backend.model.device
-    backend.cuda_graphs = graphs
+    learned = backend.cuda_graphs  # False once a step of this model could not be recorded
+    backend.cuda_graphs = graphs and learned
     stops = torch.tensor(work.stops, device=device)
     backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
     config = GenerationConfig(max_new_tokens=max_new, batch_size=batch)
@@ -245,7 +246,7 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: 
     _sync(device.type)
     wall = time.perf_counter() - t0
     backend.logits_hook = None
-    backend.cuda_graphs = True
+    backend.cuda_graphs = backend.cuda_graphs if graphs else learned
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
     run = backend.last_run
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
@@ -372,14 +373,14 @@ def check_graphs(backend: Any, work: Workload, batch: int, new_tokens: int = 24)
     graphs and eager, same batch: items whose ids are equal, and the first differing item's step."""
     config = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop_at_statement_end=False,
                               stop_on_loop=False)
-    runs = []
+    runs, learned = [], backend.cuda_graphs
     for graphs in (True, False):
-        backend.cuda_graphs = graphs
+        backend.cuda_graphs = graphs and learned
         runs.append([g.text for g in backend.generate(work.prompts, config)])
-        captures = backend.last_run["graph_captures"]
-        if graphs and not captures:
+        if graphs and not backend.last_run["graph_captures"]:
+            backend.cuda_graphs = learned and backend.cuda_graphs
             return {"check": "graphs against eager", "error": "no step was recorded as a CUDA graph"}
-    backend.cuda_graphs = True
+    backend.cuda_graphs = learned
     equal = sum(a == b for a, b in zip(*runs, strict=True))
     return {"check": "graphs against eager", "batch": batch, "new_tokens": new_tokens, "items": len(runs[0]),
             "equal": equal}

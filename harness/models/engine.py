@@ -233,7 +233,12 @@ def cache_keyword(model: Any) -> str:
 def capacity_for(width: int, max_new_tokens: int) -> int:
     """Columns of the KV buffers: the widest prompt plus every token it may generate, rounded up to whole
     attention windows (``WINDOW_BLOCK``)."""
-    return -(-(width + max_new_tokens) // WINDOW_BLOCK) * WINDOW_BLOCK
+    return whole_windows(width + max_new_tokens)
+
+
+def whole_windows(columns: int) -> int:
+    """``columns`` rounded up to a multiple of ``WINDOW_BLOCK``."""
+    return -(-columns // WINDOW_BLOCK) * WINDOW_BLOCK
 
 
 def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
@@ -351,7 +356,9 @@ class Engine:
         self.prefix_cache = prefix_cache
         self.prefix: PrefixStore | None = None
         self.cuda_graphs = cuda_graphs  # off after a step that cannot be recorded
-        self._graph_sets: list[Any] = []
+        # Decoding steps recorded as CUDA graphs (each costs about two eager steps). A pass's graphs are dropped
+        # with its buffers (compaction, out-of-memory restart), their memory pools with them; only the count stays.
+        self.graph_captures = 0
         self._cache_kw = cache_keyword(model)
         check_supported(model)
         self._additive_mask = attention_kind(model) == "eager"  # eager attention adds its mask to the scores
@@ -510,20 +517,16 @@ class Engine:
             return None
         from harness.models.graphs import DecodeGraphs
 
-        graphs = DecodeGraphs()
-        self._graph_sets.append(graphs)
-        return graphs
+        return DecodeGraphs(on_capture=self._count_capture)
 
-    @property
-    def graph_captures(self) -> int:
-        """Decoding steps recorded as CUDA graphs so far (each costs about two eager steps)."""
-        return sum(g.captures for g in self._graph_sets)
+    def _count_capture(self) -> None:
+        self.graph_captures += 1
 
     # ------------------------------------------------------------------ decoding
 
     def _step(self, state: _State) -> None:
         longest = max(r.length for r in state.rows if r is not None)
-        window = min(state.cache.capacity, -(-(longest + 1) // WINDOW_BLOCK) * WINDOW_BLOCK)
+        window = min(state.cache.capacity, whole_windows(longest + 1))
         logits = self._decode(state, window)
         nxt = self._pick(logits, state.items, state.count)
         state.last.copy_(nxt)

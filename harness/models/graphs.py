@@ -34,10 +34,11 @@ class GraphCaptureFailed(Exception):
 class DecodeGraphs:
     """One recorded decoding step per (slots, window); ``run`` replays it, recording it first if new."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_capture: Callable[[], None] = lambda: None) -> None:
+        """``on_capture`` is called after each recording (the engine counts them across passes)."""
         self.graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.pool: Any = None
-        self.captures = 0
+        self.on_capture = on_capture
 
     def run(self, key: tuple[int, int], step: Callable[[], Any]) -> Any:
         """The logits of ``step()`` for this key: the recorded graph replayed (the output tensor is the
@@ -68,5 +69,5 @@ class DecodeGraphs:
                 raise
             raise GraphCaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.pool = graph.pool()
-        self.captures += 1
+        self.on_capture()
         return graph, out

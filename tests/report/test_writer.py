@@ -8,7 +8,8 @@ import threading
 import harness.report.writer as writer
 
 
-def test_preload_imports_the_renderer_in_a_thread_of_its_own():
+def test_preload_imports_the_renderer_in_a_thread_of_its_own(monkeypatch):
+    monkeypatch.delitem(sys.modules, writer.RENDERER, raising=False)  # so that only the thread can import it
     thread = writer.preload_renderer()
     assert thread is not threading.current_thread() and thread.name == "txt2sql-renderer-import"
     thread.join(timeout=60)
