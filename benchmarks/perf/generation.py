@@ -232,12 +232,16 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
             "prefill_floor_s": round(prefill_s, 3), "e2e_floor_tok_s": round(work.useful / (decode_s + prefill_s), 1)}
 
 
-def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True) -> dict[str, Any]:
+def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
+                varlen: bool | None = None) -> dict[str, Any]:
+    """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
+    attention instead of variable-length attention (where flash attention works)."""
     import torch
 
     device = backend.model.device
     learned = backend.cuda_graphs  # False once a step of this model could not be recorded
     backend.cuda_graphs = graphs and learned
+    backend.varlen = varlen
     stops = torch.tensor(work.stops, device=device)
     backend.logits_hook = lambda logits, items, counts: force(logits, stops[items], counts, items)
     config = GenerationConfig(max_new_tokens=max_new, batch_size=batch)
@@ -247,12 +251,13 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: 
     wall = time.perf_counter() - t0
     backend.logits_hook = None
     backend.cuda_graphs = backend.cuda_graphs if graphs else learned
+    backend.varlen = None
     exact = sum(g.tokens_out == s for g, s in zip(gens, work.stops, strict=True))
     run = backend.last_run
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
             "prefill_tokens": run["prefill_tokens"], "prefill_computed": run["prefill_computed"],
             "prefill_forwards": run["prefill_forwards"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
-            "graph_captures": run["graph_captures"],
+            "graph_captures": run["graph_captures"], "capture_s": run["capture_s"], "varlen": run["varlen"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
@@ -325,12 +330,17 @@ def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tup
     return load_hf_backend(str(saved), BackendOptions(dtype="bf16", quantize=None if mode == "bf16" else mode))
 
 
-def warm_up(backend: Any, work: Workload, batch: int, max_new: int) -> None:
+def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool = False,
+            generate: bool = True) -> None:
     """The timed workload once on each path, untimed: first allocations of its size, kernel choices for
     its shapes (the first harness row of 2026-11-30 paid for those: 292 tok/s cold, 687 warm)."""
     import torch
 
     ran = run_harness(backend, work, batch, max_new)
+    if sdpa:
+        run_harness(backend, work, batch, max_new, varlen=False)
+    if not generate:
+        return
     try:
         run_generate(backend.model, backend.tokenizer, work, batch or ran["batch"], max_new)
     except torch.OutOfMemoryError:  # plain generate needs more memory than the engine at this batch
@@ -342,7 +352,8 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
     """Harness and plain generate at each batch of --batches, after a warm-up at the first."""
     base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
     first = args.batches.split(",")[0]
-    warm_up(backend, work, 0 if first == "auto" else int(first), args.max_new_tokens)
+    warm_up(backend, work, 0 if first == "auto" else int(first), args.max_new_tokens, sdpa=args.sdpa_too,
+            generate=not args.no_generate)
     model, tok = backend.model, backend.tokenizer
     for batch_spec in args.batches.split(","):
         asked = 0 if batch_spec == "auto" else int(batch_spec)
@@ -356,7 +367,11 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
             emit(measure({**base, "path": "harness-eager", "batch_asked": batch_spec},
                          lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, graphs=False),
                          work, model, floors))
-        if args.clock.left(f"{mode} generate batch {batch}", emit):
+        if args.sdpa_too and args.clock.left(f"{mode} harness with sdpa attention batch {batch}", emit):
+            emit(measure({**base, "path": "harness-sdpa", "batch_asked": batch_spec},
+                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, varlen=False),
+                         work, model, floors))
+        if not args.no_generate and args.clock.left(f"{mode} generate batch {batch}", emit):
             emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
                          lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
                          work, model, floors))
@@ -366,23 +381,46 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
                   **profiled(lambda b=batch: run_harness(backend, work, b, args.max_new_tokens))})
         if args.check_graphs and args.clock.left(f"{mode} graphs against eager batch {batch}", emit):
             emit({**base, **check_graphs(backend, work, batch)})
+        if args.check_attention and args.clock.left(f"{mode} varlen against sdpa batch {batch}", emit):
+            emit({**base, **check_attention(backend, work, batch)})
+
+
+def own_greedy(backend: Any, work: Workload, batch: int, new_tokens: int) -> list[str]:
+    """The model's own greedy tokens (no forcing, no stop checks), as text, item by item."""
+    config = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop_at_statement_end=False,
+                              stop_on_loop=False)
+    return [g.text for g in backend.generate(work.prompts, config)]
 
 
 def check_graphs(backend: Any, work: Workload, batch: int, new_tokens: int = 24) -> dict[str, Any]:
-    """The model's own greedy tokens (no forcing, no stop checks) with the decoding step replayed from CUDA
-    graphs and eager, same batch: items whose ids are equal, and the first differing item's step."""
-    config = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop_at_statement_end=False,
-                              stop_on_loop=False)
+    """The model's own greedy tokens with the decoding step replayed from CUDA graphs and eager, same batch:
+    items whose ids are equal."""
     runs, learned = [], backend.cuda_graphs
     for graphs in (True, False):
         backend.cuda_graphs = graphs and learned
-        runs.append([g.text for g in backend.generate(work.prompts, config)])
+        runs.append(own_greedy(backend, work, batch, new_tokens))
         if graphs and not backend.last_run["graph_captures"]:
             backend.cuda_graphs = learned and backend.cuda_graphs
             return {"check": "graphs against eager", "error": "no step was recorded as a CUDA graph"}
     backend.cuda_graphs = learned
     equal = sum(a == b for a, b in zip(*runs, strict=True))
     return {"check": "graphs against eager", "batch": batch, "new_tokens": new_tokens, "items": len(runs[0]),
+            "equal": equal}
+
+
+def check_attention(backend: Any, work: Workload, batch: int, new_tokens: int = 24) -> dict[str, Any]:
+    """The model's own greedy tokens with variable-length attention (the default where flash attention works)
+    and with masked sdpa attention, same batch: items whose ids are equal."""
+    runs = []
+    for varlen in (None, False):
+        backend.varlen = varlen
+        runs.append(own_greedy(backend, work, batch, new_tokens))
+        if varlen is None and not backend.last_run["varlen"]:
+            backend.varlen = None
+            return {"check": "varlen against sdpa", "error": "variable-length attention is not usable here"}
+    backend.varlen = None
+    equal = sum(a == b for a, b in zip(*runs, strict=True))
+    return {"check": "varlen against sdpa", "batch": batch, "new_tokens": new_tokens, "items": len(runs[0]),
             "equal": equal}
 
 
@@ -427,6 +465,11 @@ def main(argv: list[str] | None = None) -> None:
                     "under the torch profiler: device-kernel seconds and launches, and the top operators")
     ap.add_argument("--eager-too", action="store_true", help="also the harness with its decoding step eager "
                     "(no CUDA graphs), path harness-eager")
+    ap.add_argument("--sdpa-too", action="store_true", help="also the harness with masked sdpa attention instead "
+                    "of variable-length attention (path harness-sdpa)")
+    ap.add_argument("--check-attention", action="store_true", help="after each batch's rows, the model's own "
+                    "greedy tokens with variable-length and with sdpa attention, compared item by item")
+    ap.add_argument("--no-generate", action="store_true", help="skip plain generate's timed rows (the anchor)")
     ap.add_argument("--check-graphs", action="store_true", help="after each batch's rows, the model's own greedy "
                     "tokens with and without CUDA graphs, compared item by item")
     ap.add_argument("--budget-s", type=float, default=540, help="stop starting settings after this (the device "

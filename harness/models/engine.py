@@ -124,6 +124,16 @@ class SlotCache:
         for layer in self.layers:
             layer.bind(self.rows, pos, window)
 
+    def bind_tokens(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        """The next forward (a packed prefill) writes token ``t`` at column ``cols[t]`` of slot ``rows[t]``, and
+        its attention gets the whole buffers (``harness.models.varlen`` says which columns each row reads)."""
+        for layer in self.layers:
+            layer.bind(rows, cols, self.capacity)
+
+    @property
+    def kv_heads(self) -> int:
+        return int(self.k[0].shape[1])
+
     def write(self, slots: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
               lengths: list[int]) -> None:
         """Put a prefill's keys/values into the first columns of ``slots``. The prefill's rows are right-aligned
@@ -183,9 +193,11 @@ def _slot_layer_class() -> type:
 
             def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                        **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-                # one new token per row, each at its own column (advanced indexing: [rows, heads, head_dim])
-                self.kbuf[self.rows, :, self.cols] = key_states[:, :, 0]
-                self.vbuf[self.rows, :, self.cols] = value_states[:, :, 0]
+                # each new token at its bound (slot, column), by advanced indexing: [tokens, kv_heads, head_dim].
+                # A decoding step brings [slots, kv_heads, 1, head_dim], a packed prefill [1, kv_heads, T, head_dim].
+                heads, dim = key_states.shape[1], key_states.shape[3]
+                self.kbuf[self.rows, :, self.cols] = key_states.transpose(1, 2).reshape(-1, heads, dim)
+                self.vbuf[self.rows, :, self.cols] = value_states.transpose(1, 2).reshape(-1, heads, dim)
                 return self.keys, self.values
 
         _SLOT_LAYER = SlotLayer
@@ -318,6 +330,7 @@ class _State:
     last: Any = None  # [slots] the next input token (the newest generated one)
     count: Any = None  # [slots] tokens generated so far
     items: Any = None  # [slots] item index (for a logits hook)
+    decode_batch: Any = None  # varlen.VarlenBatch of a decoding step (varlen attention only)
 
     def live(self) -> list[int]:
         return [s for s, r in enumerate(self.rows) if r is not None]
@@ -334,7 +347,10 @@ class Engine:
 
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
                  make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
-                 prefix_cache: bool = True, cuda_graphs: bool = True) -> None:
+                 prefix_cache: bool = True, cuda_graphs: bool = True, varlen: bool | None = None) -> None:
+        """``varlen``: prefill and decode through variable-length attention (``harness.models.varlen``); None
+        means where flash attention's kernel works (a GPU), False never, True always (tests, with the reference
+        kernel on a CPU)."""
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -359,9 +375,19 @@ class Engine:
         # Decoding steps recorded as CUDA graphs (each costs about two eager steps). A pass's graphs are dropped
         # with its buffers (compaction, out-of-memory restart), their memory pools with them; only the count stays.
         self.graph_captures = 0
+        self.capture_seconds = 0.0
         self._cache_kw = cache_keyword(model)
         check_supported(model)
         self._additive_mask = attention_kind(model) == "eager"  # eager attention adds its mask to the scores
+        if varlen is None:
+            from harness.models.varlen import flash_usable
+
+            varlen = flash_usable(model)
+        self.varlen = varlen
+        if varlen:
+            from harness.models.varlen import register
+
+            register()
 
     def run(self, encoded: Sequence[Sequence[int]], slots: int) -> Iterator[list[Finished]]:
         """Generate every item, yielding the rows that stopped at each step; on out-of-memory, halve the slots and
@@ -392,6 +418,7 @@ class Engine:
         log.warning("out of GPU memory with %d rows in the batch; retrying %d unfinished rows with %d",
                     state.slots, len(unfinished), max(1, state.slots // 2))
         state.cache = state.graphs = state.columns = state.pos = state.last = state.count = state.items = None
+        state.decode_batch = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -435,8 +462,19 @@ class Engine:
     def _chunks(self, items: list[int]) -> list[list[int]]:
         """Items in prefill chunks of at most ``PREFILL_TOKENS`` cache columns (the reused past included: its
         keys and values are copied into the chunk's cache), ordered by the tokens each computes, so that rows
-        of a chunk compute similar widths (the narrowest pays the widest's padding)."""
+        of a chunk compute similar widths (the narrowest pays the widest's padding). Packed (varlen): at most
+        ``PREFILL_TOKENS`` computed tokens, no padding, the reused past read in place."""
         need = {i: len(self.encoded[i]) - self._reused(i) for i in items}
+        if self.varlen:
+            packed: list[list[int]] = [[]]
+            tokens = 0
+            for item in items:
+                if packed[-1] and tokens + need[item] > PREFILL_TOKENS:
+                    packed.append([])
+                    tokens = 0
+                packed[-1].append(item)
+                tokens += need[item]
+            return packed
         chunks: list[list[int]] = [[]]
         widest = 0
         for item in sorted(items, key=lambda i: -need[i]):
@@ -449,6 +487,59 @@ class Engine:
         return chunks
 
     def _prefill(self, state: _State, items: list[int], slots: list[int]) -> None:
+        if self.varlen:
+            self._prefill_packed(state, items, slots)
+        else:
+            self._prefill_padded(state, items, slots)
+
+    def _prefill_packed(self, state: _State, items: list[int], slots: list[int]) -> None:
+        """The new tokens of every row in one sequence, their keys and values written straight into the slots
+        (after the reused prefix, copied there from the pool), attention by ``harness.models.varlen``."""
+        import torch
+
+        from harness.models import varlen
+
+        device = self.model.device
+        lengths = [len(self.encoded[i]) for i in items]
+        reused = [self._reused(i) for i in items]
+        if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
+            self._allocate(state, self._kv_like(), max(lengths + [len(self.encoded[i]) for i in self.waiting]))
+        cache = state.cache
+        if self.prefix is not None:
+            self.prefix.copy_into(items, reused, slots, cache.k, cache.v)
+        batch = varlen.prefill_batch(slots, reused, lengths, cache.kv_heads, cache.capacity, device)
+        new = [n - r for n, r in zip(lengths, reused, strict=True)]
+        ids = torch.tensor([t for i, r in zip(items, reused, strict=True) for t in self.encoded[i][r:]],
+                           dtype=torch.long).to(device)
+        ends = torch.tensor(new, dtype=torch.long).cumsum(0).sub_(1).to(device)  # each row's last token
+        assert batch.packed is not None
+        cache.bind_tokens(batch.packed.token_rows, batch.packed.token_cols)
+        with varlen.active(self.model, batch):
+            out = self.model(input_ids=ids[None], position_ids=batch.packed.token_cols[None], use_cache=True,
+                             logits_to_keep=ends, **{self._cache_kw: cache.cache})
+        self.prefill_tokens += sum(new)
+        self.prefill_forwards += 1
+        self.prefill_computed += sum(new)
+        if self.prefix is not None:
+            self.prefix.admit(items, cache.k, cache.v, lengths, at=[(s, 0) for s in slots])
+        self._start_rows(state, items, slots, lengths, out.logits[0])
+
+    def _kv_like(self) -> list[Any]:
+        """One empty tensor per layer shaped ``[1, kv_heads, 0, head_dim]`` in the dtype of the model's hidden
+        states (a quantised model computes in its embeddings' dtype): what ``SlotCache`` sizes its buffers by."""
+        import torch
+
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        dtype = self.model.get_input_embeddings().weight.dtype
+        return [torch.empty((1, kv_heads, 0, head_dim), dtype=dtype, device=self.model.device)
+                for _ in range(cfg.num_hidden_layers)]
+
+    def _prefill_padded(self, state: _State, items: list[int], slots: list[int]) -> None:
+        """Rows padded on the left to the widest computed width, masked attention (sdpa or eager), the reused
+        past gathered from the pool; the keys and values are then copied into the slots."""
         import torch
         from transformers import DynamicCache
 
@@ -483,13 +574,22 @@ class Engine:
         if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
             self._allocate(state, keys, max(lengths + [len(self.encoded[i]) for i in self.waiting]))
         slot_t = torch.tensor(slots, dtype=torch.long, device=device)
-        item_t = torch.tensor(items, dtype=torch.long, device=device)
         state.cache.write(slot_t, keys, values, lengths)
         del tmp, keys, values
+        self._start_rows(state, items, slots, lengths, out.logits[:, -1, :])
+
+    def _start_rows(self, state: _State, items: list[int], slots: list[int], lengths: list[int],
+                    logits: torch.Tensor) -> None:
+        """Prefilled rows take their slots: positions, first tokens (from each row's last prompt logits)."""
+        import torch
+
+        device = state.pos.device
+        slot_t = torch.tensor(slots, dtype=torch.long, device=device)
+        item_t = torch.tensor(items, dtype=torch.long, device=device)
         state.pos[slot_t] = torch.tensor(lengths, dtype=torch.long, device=device)
         state.items[slot_t] = item_t
         state.count[slot_t] = 0
-        first = self._pick(out.logits[:, -1, :], item_t, state.count[slot_t])
+        first = self._pick(logits, item_t, state.count[slot_t])
         state.last[slot_t] = first
         state.count[slot_t] = 1
         for slot, item, n in zip(slots, items, lengths, strict=True):
@@ -511,6 +611,14 @@ class Engine:
         state.count = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.items = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.graphs = self._new_graphs(device)
+        state.decode_batch = self._decode_batch(state)
+
+    def _decode_batch(self, state: _State) -> Any:
+        if not self.varlen:
+            return None
+        from harness.models.varlen import decode_batch
+
+        return decode_batch(state.slots, state.cache.kv_heads, state.cache.capacity, state.pos.device)
 
     def _new_graphs(self, device: Any) -> Any:
         if not self.cuda_graphs or device.type != "cuda":
@@ -519,14 +627,16 @@ class Engine:
 
         return DecodeGraphs(on_capture=self._count_capture)
 
-    def _count_capture(self) -> None:
+    def _count_capture(self, seconds: float) -> None:
         self.graph_captures += 1
+        self.capture_seconds += seconds
 
     # ------------------------------------------------------------------ decoding
 
     def _step(self, state: _State) -> None:
         longest = max(r.length for r in state.rows if r is not None)
-        window = min(state.cache.capacity, whole_windows(longest + 1))
+        # varlen attention reads each row's own columns whatever the window: one recorded step per pass
+        window = state.cache.capacity if self.varlen else min(state.cache.capacity, whole_windows(longest + 1))
         logits = self._decode(state, window)
         nxt = self._pick(logits, state.items, state.count)
         state.last.copy_(nxt)
@@ -555,6 +665,15 @@ class Engine:
     def _forward_step(self, state: _State, window: int) -> torch.Tensor:
         cache = state.cache
         cache.bind(state.pos, window)
+        if state.decode_batch is not None:
+            from harness.models import varlen
+
+            batch = state.decode_batch
+            batch.used_k = varlen.used_for_decoding(state.pos, cache.kv_heads)
+            with varlen.active(self.model, batch):
+                out = self.model(input_ids=state.last[:, None], position_ids=state.pos[:, None], use_cache=True,
+                                 **{self._cache_kw: cache.cache})
+            return out.logits[:, -1, :]
         # 4-D mask [slots, 1, 1, window]: transformers takes it as is (no mask building per step).
         mask = (state.columns[:window] <= state.pos[:, None])[:, None, None, :]
         if self._additive_mask:
@@ -581,6 +700,7 @@ class Engine:
         hits = None
         if state.loops is not None:
             hits = state.loops.push(tokens, None if len(slots) == state.slots else list(slots))
+        freed = []
         for k, slot in enumerate(slots):
             row = state.rows[slot]
             if row is None:
@@ -588,7 +708,12 @@ class Engine:
             reason = row.stopper.push(tokens[k], bool(hits[slot]) if hits is not None else False)
             if reason is not None:
                 state.rows[slot] = None
+                freed.append(slot)
                 self._done.append(Finished(row.item, row.stopper.ids, reason))
+        if freed and self.varlen:  # a free slot reads one column, not its old row's, until a prompt takes it
+            import torch
+
+            state.pos[torch.tensor(freed, dtype=torch.long, device=state.pos.device)] = 0
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -604,7 +729,8 @@ class Engine:
         state.pos, state.last = state.pos[keep], state.last[keep]
         state.count, state.items = state.count[keep], state.items[keep]
         state.graphs = self._new_graphs(state.pos.device)  # recorded against the old buffers
+        state.slots = len(live)
+        state.decode_batch = self._decode_batch(state)
         if state.loops is not None:
             state.loops.select(live)
         state.rows = [state.rows[s] for s in live]
-        state.slots = len(live)

@@ -34,8 +34,9 @@ class GraphCaptureFailed(Exception):
 class DecodeGraphs:
     """One recorded decoding step per (slots, window); ``run`` replays it, recording it first if new."""
 
-    def __init__(self, on_capture: Callable[[], None] = lambda: None) -> None:
-        """``on_capture`` is called after each recording (the engine counts them across passes)."""
+    def __init__(self, on_capture: Callable[[float], None] = lambda seconds: None) -> None:
+        """``on_capture(seconds)`` is called after each recording (the engine counts them, and their time,
+        across passes)."""
         self.graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.pool: Any = None
         self.on_capture = on_capture
@@ -51,10 +52,13 @@ class DecodeGraphs:
         return out
 
     def _capture(self, step: Callable[[], Any]) -> tuple[Any, Any]:
+        import time
+
         import torch
 
         from harness.models.engine import is_oom
 
+        t0 = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         try:
@@ -69,5 +73,6 @@ class DecodeGraphs:
                 raise
             raise GraphCaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.pool = graph.pool()
-        self.on_capture()
+        torch.cuda.current_stream().synchronize()  # once per recording: its time is then all counted
+        self.on_capture(time.perf_counter() - t0)
         return graph, out

@@ -180,6 +180,8 @@ class HFBackend(ModelBackend):
         self.logits_hook: LogitsHook | None = None  # set by the throughput benchmark to force EOS
         self.prefix_cache = True  # the engine keeps shared prompt prefixes (benchmarks/perf/prefix_cache.py turns it off)
         self.cuda_graphs = True  # on a GPU the engine replays recorded decoding steps (generation.py --no-graphs: off)
+        # variable-length attention (harness.models.varlen): None where flash attention works (a GPU); False: sdpa
+        self.varlen: bool | None = None
         self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -248,7 +250,8 @@ class HFBackend(ModelBackend):
                               stop_loop=config.stop_on_loop)
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
-                        logits_hook=self.logits_hook, prefix_cache=self.prefix_cache, cuda_graphs=self.cuda_graphs)
+                        logits_hook=self.logits_hook, prefix_cache=self.prefix_cache, cuda_graphs=self.cuda_graphs,
+                        varlen=self.varlen)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
@@ -295,12 +298,14 @@ class HFBackend(ModelBackend):
 def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
     out-of-memory backoff), prefill tokens computed (padding included, and not), the prefill's forwards, tokens
-    reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs."""
+    reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs and the
+    seconds recording took, whether attention was variable-length."""
     return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
             "prefill_computed": engine.prefill_computed, "prefill_forwards": engine.prefill_forwards,
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
-            "graph_captures": engine.graph_captures}
+            "graph_captures": engine.graph_captures, "capture_s": round(engine.capture_seconds, 3),
+            "varlen": engine.varlen}
 
 
 def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:

@@ -132,6 +132,10 @@ class PrefixStore:
 
     # ------------------------------------------------------------------ tensors
 
+    def _pool_columns(self, item: int, n: int) -> list[int]:
+        """The pool columns holding the first ``n`` tokens of ``item``'s prompt (all in the pool)."""
+        return [self.slot_of[self.keys[item][t // BLOCK]] * BLOCK + t % BLOCK for t in range(n)]
+
     def gather(self, items: Sequence[int], past: Sequence[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per layer keys and values ``[rows, kv_heads, width, head_dim]`` of the first ``past[r]`` tokens of
         each row's prompt, from the pool, right-aligned (zeros on the left), ``width = max(past)``."""
@@ -141,20 +145,42 @@ class PrefixStore:
         pad = self.capacity
         index = torch.full((len(items), width), pad, dtype=torch.long)
         for r, (item, n) in enumerate(zip(items, past, strict=True)):
-            cols = [self.slot_of[self.keys[item][t // BLOCK]] * BLOCK + t % BLOCK for t in range(n)]
-            if cols:
-                index[r, width - n:] = torch.tensor(cols, dtype=torch.long)
+            if n:
+                index[r, width - n:] = torch.tensor(self._pool_columns(item, n), dtype=torch.long)
         index = index.to(self.k[0].device)
         self.reused_tokens += sum(past)
         keys = [pool[:, index].transpose(0, 1) for pool in self.k]
         values = [pool[:, index].transpose(0, 1) for pool in self.v]
         return keys, values
 
+    def copy_into(self, items: Sequence[int], counts: Sequence[int], rows: Sequence[int],
+                  keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Copy the first ``counts[r]`` tokens of each item's prompt from the pool into columns ``0 ..`` of
+        row ``rows[r]`` of per-layer buffers ``[rows, kv_heads, columns, head_dim]`` (the slot cache)."""
+        import torch
+
+        dest_rows: list[int] = []
+        dest_cols: list[int] = []
+        source: list[int] = []
+        for item, n, row in zip(items, counts, rows, strict=True):
+            dest_rows += [row] * n
+            dest_cols += range(n)
+            source += self._pool_columns(item, n)
+        if not source:
+            return
+        self.reused_tokens += len(source)
+        device = keys[0].device
+        r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (dest_rows, dest_cols, source))
+        for kb, vb, pool_k, pool_v in zip(keys, values, self.k, self.v, strict=True):
+            kb[r_t, :, c_t] = pool_k[:, s_t].transpose(0, 1)
+            vb[r_t, :, c_t] = pool_v[:, s_t].transpose(0, 1)
+
     def admit(self, items: Sequence[int], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
-              lengths: Sequence[int]) -> None:
+              lengths: Sequence[int], at: Sequence[tuple[int, int]] | None = None) -> None:
         """After the prefill of ``items`` (``keys``/``values``: per layer ``[rows, kv_heads, width, head_dim]``,
-        each row's prompt in its last ``lengths[r]`` columns): they no longer wait; their blocks that a
-        waiting prompt contains join the pool; blocks no waiting prompt contains leave it."""
+        item ``r``'s prompt in row ``at[r][0]`` from column ``at[r][1]`` on; by default row ``r``, its last
+        ``lengths[r]`` columns): they no longer wait; their blocks that a waiting prompt contains join the
+        pool; blocks no waiting prompt contains leave it."""
         import torch
 
         for item in items:
@@ -163,14 +189,14 @@ class PrefixStore:
         cols: list[int] = []
         slots: list[int] = []
         width = keys[0].shape[2]
-        for r, item in enumerate(items):
-            first = width - lengths[r]
+        places = at if at is not None else [(r, width - n) for r, n in enumerate(lengths)]
+        for item, (row, first) in zip(items, places, strict=True):
             for j, key in enumerate(self.keys[item]):
                 if key in self.slot_of or self.users[key] <= 0 or not self.free:
                     continue
                 slot = self.free.pop()
                 self.slot_of[key] = slot
-                rows += [r] * BLOCK
+                rows += [row] * BLOCK
                 cols += range(first + j * BLOCK, first + (j + 1) * BLOCK)
                 slots += range(slot * BLOCK, (slot + 1) * BLOCK)
         if rows:

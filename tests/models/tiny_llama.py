@@ -47,13 +47,14 @@ def build_tokenizer(pad: bool = True, chat_template: str | None = None):
     return fast
 
 
-def build_model(hidden: int = HIDDEN, vocab: int = len(VOCAB)):
-    """The scripted bigram model when hidden >= vocab; otherwise a plain random-init Llama."""
+def build_model(hidden: int = HIDDEN, vocab: int = len(VOCAB), heads: int = 2, kv_heads: int = 2):
+    """The scripted bigram model when hidden >= vocab; otherwise a plain random-init Llama (``kv_heads <
+    heads``: grouped-query attention)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg)
     if hidden >= vocab:
@@ -73,7 +74,8 @@ def build_model(hidden: int = HIDDEN, vocab: int = len(VOCAB)):
     return model
 
 
-def save_tiny(path: Path, *, hidden: int = HIDDEN, pad: bool = True, chat_template: str | None = None) -> Path:
-    build_model(hidden).save_pretrained(path)
+def save_tiny(path: Path, *, hidden: int = HIDDEN, pad: bool = True, chat_template: str | None = None,
+              heads: int = 2, kv_heads: int = 2) -> Path:
+    build_model(hidden, heads=heads, kv_heads=kv_heads).save_pretrained(path)
     build_tokenizer(pad=pad, chat_template=chat_template).save_pretrained(path)
     return path

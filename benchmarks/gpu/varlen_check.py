@@ -1,0 +1,87 @@
+"""Flash attention's variable-length kernel against ``reference_kernel`` on the GPU, as the engine calls it.
+
+    PYTHONPATH=. python benchmarks/gpu/varlen_check.py
+
+The CPU tests (tests/models/test_varlen.py) drive the engine's varlen path through ``reference_kernel``; this
+checks that the kernel the GPU runs computes the same on the same layouts: a decoding step (one query per
+(slot, kv head) sequence, each reading its own used keys of a slot cache) and a packed prefill (causal,
+bottom-right), with grouped queries, bf16; and that a decoding step's kernel can be recorded as a CUDA graph.
+Prints one JSON line per check with the largest absolute difference; exits 1 if any is over the bf16
+tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from harness.models import varlen
+
+TOLERANCE = 2e-2  # bf16 attention outputs of magnitude ~1: a few units in the last place
+
+
+def cache(slots: int, kv_heads: int, capacity: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    k = torch.randn(slots, kv_heads, capacity, dim, device="cuda", dtype=torch.bfloat16)
+    return k, torch.randn_like(k)
+
+
+def decode_check(slots: int = 96, heads: int = 40, kv_heads: int = 8, capacity: int = 768, dim: int = 128) -> dict:
+    k, v = cache(slots, kv_heads, capacity, dim)
+    pos = torch.randint(0, capacity - 1, (slots,), device="cuda")
+    batch = varlen.decode_batch(slots, kv_heads, capacity, "cuda")
+    used = varlen.used_for_decoding(pos, kv_heads)
+    q = torch.randn(slots * kv_heads, heads // kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+    flat_k, flat_v = k.reshape(-1, 1, dim), v.reshape(-1, 1, dim)
+    args = (batch.cu_q, batch.cu_k, used, 1, capacity, False, dim ** -0.5)
+    got = varlen.flash_kernel(q, flat_k, flat_v, *args)
+    want = varlen.reference_kernel(q.float(), flat_k.float(), flat_v.float(), *args)
+    graph_diff = None
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        varlen.flash_kernel(q, flat_k, flat_v, *args)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        out = varlen.flash_kernel(q, flat_k, flat_v, *args)
+    pos.copy_(torch.randint(0, capacity - 1, (slots,), device="cuda"))  # new lengths, same addresses
+    used.copy_(varlen.used_for_decoding(pos, kv_heads))
+    graph.replay()
+    again = varlen.reference_kernel(q.float(), flat_k.float(), flat_v.float(), batch.cu_q, batch.cu_k, used, 1,
+                                    capacity, False, dim ** -0.5)
+    graph_diff = (out.float() - again).abs().max().item()
+    return {"check": "decode", "slots": slots, "heads": heads, "kv_heads": kv_heads,
+            "max_abs_diff": (got.float() - want).abs().max().item(), "graph_replay_max_abs_diff": graph_diff}
+
+
+def prefill_check(heads: int = 40, kv_heads: int = 40, capacity: int = 768, dim: int = 128) -> dict:
+    slots = [0, 3, 4, 9]
+    starts, lengths = [0, 160, 48, 300], [250, 420, 49, 627]
+    k, v = cache(10, kv_heads, capacity, dim)
+    batch = varlen.prefill_batch(slots, starts, lengths, kv_heads, capacity, "cuda")
+    total = sum(n - s for n, s in zip(lengths, starts, strict=True))
+    q = torch.randn(total * kv_heads, heads // kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+    flat_k, flat_v = k.reshape(-1, 1, dim), v.reshape(-1, 1, dim)
+    args = (batch.cu_q, batch.cu_k, batch.used_k, batch.max_q, batch.max_k, True, dim ** -0.5)
+    got = varlen.flash_kernel(q, flat_k, flat_v, *args)
+    want = varlen.reference_kernel(q.float(), flat_k.float(), flat_v.float(), *args)
+    return {"check": "prefill", "rows": len(slots), "tokens": total, "heads": heads, "kv_heads": kv_heads,
+            "max_abs_diff": (got.float() - want).abs().max().item()}
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
+                      "schema": str(torch.ops.aten._flash_attention_forward.default._schema)}))
+    worst = 0.0
+    for row in (decode_check(), decode_check(slots=128, heads=40, kv_heads=40, capacity=896), prefill_check(),
+                prefill_check(heads=9, kv_heads=3, dim=64)):
+        print(json.dumps(row), flush=True)
+        worst = max(worst, row["max_abs_diff"], row.get("graph_replay_max_abs_diff") or 0.0)
+    return 0 if worst <= TOLERANCE else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
