@@ -201,7 +201,8 @@ def used_for_decoding(pos: torch.Tensor, kv_heads: int) -> torch.Tensor:
     included), int32 (inside a recorded step: no host sync)."""
     import torch
 
-    return (pos + 1).to(torch.int32)[:, None].expand(-1, kv_heads).reshape(-1)
+    # contiguous, as the kernel requires (one slot: a reshape of the expansion would be a stride-0 view)
+    return (pos + 1).to(torch.int32)[:, None].expand(-1, kv_heads).contiguous().view(-1)
 
 
 def prefill_batch(slots: Sequence[int], starts: Sequence[int], lengths: Sequence[int], kv_heads: int,

@@ -66,6 +66,14 @@ def test_prefill_batch_orders_queries_by_row_then_kv_head_and_points_into_each_s
         varlen.prefill_batch(slots=[4, 1], starts=[0, 0], lengths=[2, 2], kv_heads=1, capacity=8, device="cpu")
 
 
+@pytest.mark.parametrize("slots", [1, 3])
+def test_used_keys_of_a_decoding_step_are_contiguous_int32(slots):
+    """Flash attention refuses a strided ``seqused_k`` (on the H200 a one-slot pass failed so)."""
+    used = varlen.used_for_decoding(torch.arange(slots) + 4, kv_heads=5)
+    assert used.is_contiguous() and used.dtype == torch.int32
+    assert used.tolist() == [p + 5 for p in range(slots) for _ in range(5)]
+
+
 @pytest.fixture(scope="module")
 def gqa_fp32(tmp_path_factory):
     """A random-init tiny Llama with grouped-query attention (4 query heads, 2 kv heads)."""
