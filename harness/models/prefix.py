@@ -171,9 +171,14 @@ class PrefixStore:
         self.reused_tokens += len(source)
         device = keys[0].device
         r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (dest_rows, dest_cols, source))
+        # one row copy per (token, head) between the flattened buffers
+        heads, columns, dim = keys[0].shape[1], keys[0].shape[2], keys[0].shape[3]
+        head = torch.arange(heads, device=device)[None, :]
+        dest = ((r_t[:, None] * heads + head) * columns + c_t[:, None]).reshape(-1)
+        src = (head * self.k[0].shape[1] + s_t[:, None]).reshape(-1)
         for kb, vb, pool_k, pool_v in zip(keys, values, self.k, self.v, strict=True):
-            kb[r_t, :, c_t] = pool_k[:, s_t].transpose(0, 1)
-            vb[r_t, :, c_t] = pool_v[:, s_t].transpose(0, 1)
+            kb.view(-1, dim).index_copy_(0, dest, pool_k.view(-1, dim).index_select(0, src))
+            vb.view(-1, dim).index_copy_(0, dest, pool_v.view(-1, dim).index_select(0, src))
 
     def admit(self, items: Sequence[int], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
               lengths: Sequence[int], at: Sequence[tuple[int, int]] | None = None) -> None:
@@ -204,9 +209,17 @@ class PrefixStore:
                 self._allocate(keys)
             device = keys[0].device
             r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (rows, cols, slots))
+            heads, columns, dim = keys[0].shape[1], keys[0].shape[2], keys[0].shape[3]
+            head = torch.arange(heads, device=device)[None, :]
+            src = ((r_t[:, None] * heads + head) * columns + c_t[:, None]).reshape(-1)
+            dest = (head * self.k[0].shape[1] + s_t[:, None]).reshape(-1)
             for pool_k, pool_v, k, v in zip(self.k, self.v, keys, values, strict=True):
-                pool_k[:, s_t] = k[r_t, :, c_t].transpose(0, 1)
-                pool_v[:, s_t] = v[r_t, :, c_t].transpose(0, 1)
+                if not k.is_contiguous():  # a prefill's cache may be a view: index it as it is
+                    pool_k[:, s_t] = k[r_t, :, c_t].transpose(0, 1)
+                    pool_v[:, s_t] = v[r_t, :, c_t].transpose(0, 1)
+                    continue
+                pool_k.view(-1, dim).index_copy_(0, dest, k.reshape(-1, dim).index_select(0, src))
+                pool_v.view(-1, dim).index_copy_(0, dest, v.reshape(-1, dim).index_select(0, src))
         for key in [k for k in self.slot_of if self.users[k] <= 0]:
             self.free.append(self.slot_of.pop(key))
 

@@ -48,6 +48,20 @@ class Packed:
     token_cols: torch.Tensor  # [T] its column in the slot (= its position id)
     query_tokens: torch.Tensor  # [T * kv_heads] the token of each query, ordered by (row, kv head, token)
     query_heads: torch.Tensor  # [T * kv_heads] the kv head of each query, same order
+    gather: torch.Tensor | None = None  # gather_index, once per forward
+    place: torch.Tensor | None = None  # place_index, likewise
+
+    def gather_index(self, groups: int) -> torch.Tensor:
+        """Rows of a layer's queries viewed as ``[heads * T, head_dim]``, in the kernel's order (query, group)."""
+        import torch
+
+        tokens = self.token_rows.shape[0]
+        group = torch.arange(groups, device=self.query_heads.device)
+        return ((self.query_heads[:, None] * groups + group[None, :]) * tokens + self.query_tokens[:, None]).reshape(-1)
+
+    def place_index(self, kv_heads: int) -> torch.Tensor:
+        """Rows of the output viewed as ``[T * kv_heads, groups * head_dim]`` for each query, kernel order."""
+        return self.query_tokens * kv_heads + self.query_heads
 
 
 @dataclass
@@ -124,12 +138,13 @@ def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
 
     p = batch.packed
     tokens = query.shape[2]  # [1, heads, T, D]
-    qt = query[0].reshape(kv_heads, groups, tokens, head_dim).permute(2, 0, 1, 3)  # [T, kv_heads, groups, D]
-    q = qt[p.query_tokens, p.query_heads]
+    if p.gather is None or p.place is None:  # the same for every layer of the forward
+        p.gather, p.place = p.gather_index(groups), p.place_index(kv_heads)
+    q = query[0].reshape(heads * tokens, head_dim).index_select(0, p.gather).view(-1, groups, head_dim)
     out = _kernel(q, k, v, batch.cu_q, batch.cu_k, batch.used_k, batch.max_q, batch.max_k, True, scale)
-    placed = torch.empty((tokens, kv_heads, groups, head_dim), dtype=out.dtype, device=out.device)
-    placed[p.query_tokens, p.query_heads] = out
-    return placed.reshape(1, tokens, heads, head_dim), None
+    placed = torch.empty((tokens * kv_heads, groups * head_dim), dtype=out.dtype, device=out.device)
+    placed.index_copy_(0, p.place, out.reshape(-1, groups * head_dim))
+    return placed.view(1, tokens, heads, head_dim), None
 
 
 def register() -> None:
