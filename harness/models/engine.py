@@ -732,8 +732,6 @@ class Engine:
         live = state.live()
         if self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
             return
-        if self.varlen:  # a dead slot reads one column; dropping it would save little and cost a new recording
-            return
         keep = torch.tensor(live, dtype=torch.long, device=state.pos.device)
         state.cache.select(keep)
         state.pos, state.last = state.pos[keep], state.last[keep]
