@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--limit", type=int, default=None, help="the split's first N questions only")
     p.add_argument("--no-graphs", action="store_true", help="decode eagerly, without CUDA graphs (to compare)")
+    p.add_argument("--no-varlen", action="store_true", help="masked sdpa attention instead of variable-length "
+                   "attention (to compare)")
     p.add_argument("--out", type=Path)
     p.add_argument("--compare", nargs=2, type=Path, metavar="JSONL", help="item-by-item equality of two outputs "
                    "(this script's, or benchmarks/perf/generation.py --gens-out)")
@@ -52,6 +54,8 @@ def main() -> None:
     backend = create_backend(a.model, options)
     if a.no_graphs:
         getattr(backend, "inner", backend).cuda_graphs = False  # LoraBackend wraps an HFBackend
+    if a.no_varlen:
+        getattr(backend, "inner", backend).varlen = False
     template = resolve_template(backend, options)
     t0 = time.perf_counter()
     prompts = [render_prompt(q, template) for q in questions]
