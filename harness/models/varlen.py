@@ -115,6 +115,27 @@ def reference_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: to
 
 _active: VarlenBatch | None = None
 _kernel: Kernel = flash_kernel
+# The decoding step's kernel: "auto" = the Triton kernel of harness.models.decode_kernel on a GPU where Triton
+# is installed, else the varlen kernel above; "triton" or "flash" to pin one (the benchmark compares them).
+DECODE_KERNELS = ("auto", "triton", "flash")
+_decode_choice = "auto"
+
+
+def choose_decode_kernel(name: str) -> str:
+    """Pin the decoding step's kernel (one of ``DECODE_KERNELS``); returns the previous choice."""
+    global _decode_choice
+    if name not in DECODE_KERNELS:
+        raise ValueError(f"decode kernel {name!r}: expected one of {', '.join(DECODE_KERNELS)}")
+    before, _decode_choice = _decode_choice, name
+    return before
+
+
+def _triton_decoding(device_type: str, groups: int, head_dim: int) -> bool:
+    from harness.models import decode_kernel
+
+    if _decode_choice == "flash" or not decode_kernel.supports(groups, head_dim):
+        return False
+    return _decode_choice == "triton" or (device_type == "cuda" and decode_kernel.available())
 
 
 def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -132,7 +153,12 @@ def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
     if batch.packed is None:  # decoding: [slots, heads, 1, D], sequence slot * kv_heads + head
         slots = query.shape[0]
         q = query.reshape(slots * kv_heads, groups, head_dim)
-        out = _kernel(q, k, v, batch.cu_q, batch.cu_k, batch.used_k, 1, batch.max_k, False, scale)
+        if _triton_decoding(query.device.type, groups, head_dim):
+            from harness.models.decode_kernel import decode_attention
+
+            out = decode_attention(q, key, value, batch.used_k, key.shape[2], scale)
+        else:
+            out = _kernel(q, k, v, batch.cu_q, batch.cu_k, batch.used_k, 1, batch.max_k, False, scale)
         return out.reshape(slots, 1, heads, head_dim), None
     import torch
 
