@@ -11,10 +11,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 
 from harness.models import decode_kernel, varlen  # noqa: E402
-from harness.models.base import GenerationConfig  # noqa: E402
-from tests.models.test_engine import random_prompts  # noqa: E402
-from harness.models.base import BackendOptions  # noqa: E402
+from harness.models.base import BackendOptions, GenerationConfig  # noqa: E402
 from harness.models.hf import load_hf_backend  # noqa: E402
+from tests.models.test_engine import random_prompts  # noqa: E402
 from tests.models.test_varlen import generate  # noqa: E402
 from tests.models.tiny_llama import save_tiny  # noqa: E402
 
