@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from harness.models import varlen
+from harness.models import decode_kernel, varlen
 
 TOLERANCE = 2e-2  # bf16 attention outputs of magnitude ~1: a few units in the last place
 
@@ -56,6 +56,58 @@ def decode_check(slots: int = 96, heads: int = 40, kv_heads: int = 8, capacity: 
             "max_abs_diff": (got.float() - want).abs().max().item(), "graph_replay_max_abs_diff": graph_diff}
 
 
+def triton_decode_check(slots: int = 128, heads: int = 40, kv_heads: int = 40, capacity: int = 896,
+                        dim: int = 128) -> dict:
+    """The decoding step's Triton kernel against the reference, eager and replayed from a CUDA graph, and its
+    speed against flash attention's varlen kernel on the same step (lengths of a 13B evaluation)."""
+    k, v = cache(slots, kv_heads, capacity, dim)
+    pos = torch.randint(250, 720, (slots,), device="cuda")
+    batch = varlen.decode_batch(slots, kv_heads, capacity, "cuda")
+    used = varlen.used_for_decoding(pos, kv_heads)
+    q = torch.randn(slots * kv_heads, heads // kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+    flat_k, flat_v = k.reshape(-1, 1, dim), v.reshape(-1, 1, dim)
+    scale = dim ** -0.5
+    got = decode_kernel.decode_attention(q, k, v, used, capacity, scale)
+    want = varlen.reference_kernel(q.float(), flat_k.float(), flat_v.float(), batch.cu_q, batch.cu_k, used, 1,
+                                   capacity, False, scale)
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        decode_kernel.decode_attention(q, k, v, used, capacity, scale)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        out = decode_kernel.decode_attention(q, k, v, used, capacity, scale)
+    pos.copy_(torch.randint(250, 720, (slots,), device="cuda"))
+    used.copy_(varlen.used_for_decoding(pos, kv_heads))
+    graph.replay()
+    again = varlen.reference_kernel(q.float(), flat_k.float(), flat_v.float(), batch.cu_q, batch.cu_k, used, 1,
+                                    capacity, False, scale)
+
+    def timed(fn) -> float:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(20):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 20 * 1e3
+
+    triton_us = timed(lambda: decode_kernel.decode_attention(q, k, v, used, capacity, scale))
+    flash_us = timed(lambda: varlen.flash_kernel(q, flat_k, flat_v, batch.cu_q, batch.cu_k, used, 1, capacity,
+                                                 False, scale))
+    read = int(used.sum().item()) * 2 * dim * 2  # keys and values, bf16
+    floor_us = read / (4.25e12) * 1e6
+    return {"check": "triton decode", "slots": slots, "heads": heads, "kv_heads": kv_heads,
+            "max_abs_diff": (got.float() - want).abs().max().item(),
+            "graph_replay_max_abs_diff": (out.float() - again).abs().max().item(),
+            "triton_us": round(triton_us, 1), "flash_us": round(flash_us, 1),
+            "read_floor_us_at_4.25TB_s": round(floor_us, 1)}
+
+
 def prefill_check(heads: int = 40, kv_heads: int = 40, capacity: int = 768, dim: int = 128) -> dict:
     slots = [0, 3, 4, 9]
     starts, lengths = [0, 160, 48, 300], [250, 420, 49, 627]
@@ -77,7 +129,8 @@ def main() -> int:
                       "schema": str(torch.ops.aten._flash_attention_forward.default._schema)}))
     worst = 0.0
     for row in (decode_check(), decode_check(slots=128, heads=40, kv_heads=40, capacity=896), prefill_check(),
-                prefill_check(heads=9, kv_heads=3, dim=64)):
+                prefill_check(heads=9, kv_heads=3, dim=64), triton_decode_check(),
+                triton_decode_check(slots=64, heads=9, kv_heads=3, dim=64)):
         print(json.dumps(row), flush=True)
         worst = max(worst, row["max_abs_diff"], row.get("graph_replay_max_abs_diff") or 0.0)
     return 0 if worst <= TOLERANCE else 1

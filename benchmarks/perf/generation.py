@@ -233,9 +233,21 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
 
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
-                varlen: bool | None = None) -> dict[str, Any]:
+                varlen: bool | None = None, decode: str = "auto") -> dict[str, Any]:
     """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
-    attention instead of variable-length attention (where flash attention works)."""
+    attention instead of variable-length attention (where flash attention works); ``decode``: the varlen
+    decoding step's kernel (``harness.models.varlen.DECODE_KERNELS``)."""
+    from harness.models import varlen as varlen_attention
+
+    chosen = varlen_attention.choose_decode_kernel(decode)
+    try:
+        return _run_harness(backend, work, batch, max_new, graphs, varlen)
+    finally:
+        varlen_attention.choose_decode_kernel(chosen)
+
+
+def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool,
+                 varlen: bool | None) -> dict[str, Any]:
     import torch
 
     device = backend.model.device
@@ -331,12 +343,14 @@ def load_mode(mode: str, shape: str, device: str, saved: Path | None, built: tup
 
 
 def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool = False,
-            generate: bool = True) -> None:
+            generate: bool = True, flash_decode: bool = False) -> None:
     """The timed workload once on each path, untimed: first allocations of its size, kernel choices for
     its shapes (the first harness row of 2026-11-30 paid for those: 292 tok/s cold, 687 warm)."""
     import torch
 
     ran = run_harness(backend, work, batch, max_new)
+    if flash_decode:
+        run_harness(backend, work, batch, max_new, decode="flash")
     if sdpa:
         run_harness(backend, work, batch, max_new, varlen=False)
     if not generate:
@@ -353,7 +367,7 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
     base = {"shape": args.shape, "mode": mode, "items": len(work.prompts)}
     first = args.batches.split(",")[0]
     warm_up(backend, work, 0 if first == "auto" else int(first), args.max_new_tokens, sdpa=args.sdpa_too,
-            generate=not args.no_generate)
+            generate=not args.no_generate, flash_decode=args.flash_decode_too)
     model, tok = backend.model, backend.tokenizer
     for batch_spec in args.batches.split(","):
         asked = 0 if batch_spec == "auto" else int(batch_spec)
@@ -366,6 +380,10 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
         if args.eager_too and args.clock.left(f"{mode} harness without graphs batch {batch}", emit):
             emit(measure({**base, "path": "harness-eager", "batch_asked": batch_spec},
                          lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, graphs=False),
+                         work, model, floors))
+        if args.flash_decode_too and args.clock.left(f"{mode} harness, flash decoding batch {batch}", emit):
+            emit(measure({**base, "path": "harness-flash-decode", "batch_asked": batch_spec},
+                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, decode="flash"),
                          work, model, floors))
         if args.sdpa_too and args.clock.left(f"{mode} harness with sdpa attention batch {batch}", emit):
             emit(measure({**base, "path": "harness-sdpa", "batch_asked": batch_spec},
@@ -467,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(no CUDA graphs), path harness-eager")
     ap.add_argument("--sdpa-too", action="store_true", help="also the harness with masked sdpa attention instead "
                     "of variable-length attention (path harness-sdpa)")
+    ap.add_argument("--flash-decode-too", action="store_true", help="also the harness with flash attention's "
+                    "varlen kernel for the decoding steps instead of the Triton kernel (path harness-flash-decode)")
     ap.add_argument("--check-attention", action="store_true", help="after each batch's rows, the model's own "
                     "greedy tokens with variable-length and with sdpa attention, compared item by item")
     ap.add_argument("--no-generate", action="store_true", help="skip plain generate's timed rows (the anchor)")
