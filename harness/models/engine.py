@@ -384,6 +384,7 @@ class Engine:
         # with its buffers (compaction, out-of-memory restart), their memory pools with them; only the count stays.
         self.graph_captures = 0
         self.capture_seconds = 0.0
+        self.capture_log: list[tuple[int, int, float, float]] = []  # (slots, window, warm-up s, record s)
         self._cache_kw = cache_keyword(model)
         check_supported(model)
         self._additive_mask = attention_kind(model) == "eager"  # eager attention adds its mask to the scores
@@ -635,9 +636,10 @@ class Engine:
 
         return DecodeGraphs(on_capture=self._count_capture)
 
-    def _count_capture(self, seconds: float) -> None:
+    def _count_capture(self, key: tuple[int, int], warm_up: float, record: float) -> None:
         self.graph_captures += 1
-        self.capture_seconds += seconds
+        self.capture_seconds += warm_up + record
+        self.capture_log.append((*key, round(warm_up, 3), round(record, 3)))
 
     # ------------------------------------------------------------------ decoding
 

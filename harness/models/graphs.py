@@ -34,9 +34,9 @@ class GraphCaptureFailed(Exception):
 class DecodeGraphs:
     """One recorded decoding step per (slots, window); ``run`` replays it, recording it first if new."""
 
-    def __init__(self, on_capture: Callable[[float], None] = lambda seconds: None) -> None:
-        """``on_capture(seconds)`` is called after each recording (the engine counts them, and their time,
-        across passes)."""
+    def __init__(self, on_capture: Callable[[tuple[int, int], float, float], None] = lambda *a: None) -> None:
+        """``on_capture(key, warm_up_seconds, record_seconds)`` is called after each recording (the engine counts
+        them, and their time, across passes)."""
         self.graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.pool: Any = None
         self.on_capture = on_capture
@@ -46,24 +46,27 @@ class DecodeGraphs:
         graph's own, valid until the next replay)."""
         entry = self.graphs.get(key)
         if entry is None:
-            entry = self.graphs[key] = self._capture(step)
+            entry = self.graphs[key] = self._capture(key, step)
         graph, out = entry
         graph.replay()
         return out
 
-    def _capture(self, step: Callable[[], Any]) -> tuple[Any, Any]:
+    def _capture(self, key: tuple[int, int], step: Callable[[], Any]) -> tuple[Any, Any]:
         import time
 
         import torch
 
         from harness.models.engine import is_oom
 
+        torch.cuda.current_stream().synchronize()  # the steps already queued are not this recording's time
         t0 = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(side):
                 step()  # the warm-up torch asks for: allocator and library workspaces settle outside the graph
+            side.synchronize()
+            t1 = time.perf_counter()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
@@ -74,5 +77,5 @@ class DecodeGraphs:
             raise GraphCaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.pool = graph.pool()
         torch.cuda.current_stream().synchronize()  # once per recording: its time is then all counted
-        self.on_capture(time.perf_counter() - t0)
+        self.on_capture(key, t1 - t0, time.perf_counter() - t1)
         return graph, out

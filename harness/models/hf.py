@@ -295,7 +295,7 @@ class HFBackend(ModelBackend):
             pass
 
 
-def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
+def _engine_figures(engine: Engine, slots: int) -> dict[str, Any]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
     out-of-memory backoff), prefill tokens computed (padding included, and not), the prefill's forwards, tokens
     reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs and the
@@ -305,6 +305,7 @@ def _engine_figures(engine: Engine, slots: int) -> dict[str, float]:
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
             "graph_captures": engine.graph_captures, "capture_s": round(engine.capture_seconds, 3),
+            "captures": list(engine.capture_log),
             "varlen": engine.varlen}
 
 
