@@ -233,17 +233,19 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
 
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
-                varlen: bool | None = None, decode: str = "auto") -> dict[str, Any]:
+                varlen: bool | None = None, decode: str = "auto", compact: bool = True) -> dict[str, Any]:
     """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
     attention instead of variable-length attention (where flash attention works); ``decode``: the varlen
     decoding step's kernel (``harness.models.varlen.DECODE_KERNELS``)."""
     from harness.models import varlen as varlen_attention
 
     chosen = varlen_attention.choose_decode_kernel(decode)
+    backend.compact = compact
     try:
         return _run_harness(backend, work, batch, max_new, graphs, varlen)
     finally:
         varlen_attention.choose_decode_kernel(chosen)
+        backend.compact = True
 
 
 def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool,
@@ -361,6 +363,15 @@ def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool =
         settle(backend.model.device.type)  # its timed row reports the error
 
 
+# --FLAG-too: its path, and what run_harness changes for it
+VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("eager_too", "harness-eager", {"graphs": False}),
+    ("no_compact_too", "harness-no-compact", {"compact": False}),
+    ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}),
+    ("sdpa_too", "harness-sdpa", {"varlen": False}),
+]
+
+
 def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload, floors: Floors,
                emit: Any) -> None:
     """Harness and plain generate at each batch of --batches, after a warm-up at the first."""
@@ -377,18 +388,11 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
                       lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, floors)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
-        if args.eager_too and args.clock.left(f"{mode} harness without graphs batch {batch}", emit):
-            emit(measure({**base, "path": "harness-eager", "batch_asked": batch_spec},
-                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, graphs=False),
-                         work, model, floors))
-        if args.flash_decode_too and args.clock.left(f"{mode} harness, flash decoding batch {batch}", emit):
-            emit(measure({**base, "path": "harness-flash-decode", "batch_asked": batch_spec},
-                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, decode="flash"),
-                         work, model, floors))
-        if args.sdpa_too and args.clock.left(f"{mode} harness with sdpa attention batch {batch}", emit):
-            emit(measure({**base, "path": "harness-sdpa", "batch_asked": batch_spec},
-                         lambda b=batch: run_harness(backend, work, b, args.max_new_tokens, varlen=False),
-                         work, model, floors))
+        for flag, path, change in VARIANTS:  # the harness with one thing changed, at the batch it chose
+            if getattr(args, flag) and args.clock.left(f"{mode} {path} batch {batch}", emit):
+                emit(measure({**base, "path": path, "batch_asked": batch_spec},
+                             lambda b=batch, c=change: run_harness(backend, work, b, args.max_new_tokens, **c),
+                             work, model, floors))
         if not args.no_generate and args.clock.left(f"{mode} generate batch {batch}", emit):
             emit(measure({**base, "path": "generate", "batch_asked": batch_spec},
                          lambda b=batch: run_generate(model, tok, work, b, args.max_new_tokens),
@@ -485,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(no CUDA graphs), path harness-eager")
     ap.add_argument("--sdpa-too", action="store_true", help="also the harness with masked sdpa attention instead "
                     "of variable-length attention (path harness-sdpa)")
+    ap.add_argument("--no-compact-too", action="store_true", help="also the harness without compaction (path "
+                    "harness-no-compact)")
     ap.add_argument("--flash-decode-too", action="store_true", help="also the harness with flash attention's "
                     "varlen kernel for the decoding steps instead of the Triton kernel (path harness-flash-decode)")
     ap.add_argument("--check-attention", action="store_true", help="after each batch's rows, the model's own "

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 BLOCK_N = 64  # keys per tile
 GROUP_ROWS = 16  # a query tile's rows: the kv head's query group, padded (tl.dot needs 16)
 TARGET_PROGRAMS = 2048  # split each sequence's keys until there are about this many programs
+MAX_SPLITS = 16  # a runtime argument up to this: a new split count compiles nothing (compaction changes it)
 
 _kernels: Any = None
 
@@ -47,7 +48,7 @@ def supports(groups: int, dim: int) -> bool:
 def splits_for(sequences: int) -> int:
     """Programs per sequence: 2 at least, more while there are fewer than ``TARGET_PROGRAMS`` (a power of 2)."""
     splits = 2
-    while splits < 16 and sequences * splits < TARGET_PROGRAMS:
+    while splits < MAX_SPLITS and sequences * splits < TARGET_PROGRAMS:
         splits *= 2
     return splits
 
@@ -56,13 +57,14 @@ def _build() -> Any:
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def split_kernel(Q, K, V, Used, Acc, Max, Sum, scale, capacity, groups,
-                     SPLITS: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr, D: tl.constexpr):
+    # no specialisation on the split count: it changes as the batch is compacted, and each value would compile
+    @triton.jit(do_not_specialize=["splits"])
+    def split_kernel(Q, K, V, Used, Acc, Max, Sum, scale, capacity, groups, splits,
+                     BLOCK: tl.constexpr, G: tl.constexpr, D: tl.constexpr):
         seq = tl.program_id(0)
         split = tl.program_id(1)
         used = tl.load(Used + seq)
-        per = ((used + SPLITS - 1) // SPLITS + BLOCK - 1) // BLOCK * BLOCK  # whole tiles per split
+        per = ((used + splits - 1) // splits + BLOCK - 1) // BLOCK * BLOCK  # whole tiles per split
         start = split * per
         end = tl.minimum(start + per, used)
         g = tl.arange(0, G)
@@ -86,25 +88,27 @@ def _build() -> Any:
             v = tl.load(V + base + n[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
-        part = (seq * SPLITS + split) * groups + g  # [sequences, SPLITS, groups]
+        part = (seq * splits + split) * groups + g  # [sequences, splits, groups]
         tl.store(Max + part, m_i, mask=real)
         tl.store(Sum + part, l_i, mask=real)
         tl.store(Acc + part[:, None] * D + d[None, :], acc, mask=real[:, None])
 
-    @triton.jit
-    def combine_kernel(Acc, Max, Sum, Out, groups, SPLITS: tl.constexpr, G: tl.constexpr, D: tl.constexpr):
+    @triton.jit(do_not_specialize=["splits"])
+    def combine_kernel(Acc, Max, Sum, Out, groups, splits, MAX: tl.constexpr, G: tl.constexpr, D: tl.constexpr):
         seq = tl.program_id(0)
         g = tl.arange(0, G)
         d = tl.arange(0, D)
-        sp = tl.arange(0, SPLITS)
+        sp = tl.arange(0, MAX)
         real = g < groups
-        part = (seq * SPLITS + sp[:, None]) * groups + g[None, :]  # [SPLITS, G]
-        m = tl.load(Max + part, mask=real[None, :], other=0.0)
-        l = tl.load(Sum + part, mask=real[None, :], other=0.0)  # noqa: E741
+        here = (sp[:, None] < splits) & real[None, :]  # [MAX, G]
+        part = (seq * splits + sp[:, None]) * groups + g[None, :]
+        m = tl.load(Max + part, mask=here, other=float("-inf"))
+        l = tl.load(Sum + part, mask=here, other=0.0)  # noqa: E741
         top = tl.max(m, 0)
+        top = tl.where(real, top, 0.0)  # a padding row has no split: keep its arithmetic finite
         w = tl.exp(m - top[None, :])  # an empty split: its max is -inf, its weight 0
         denom = tl.sum(w * l, 0)
-        acc = tl.load(Acc + part[:, :, None] * D + d[None, None, :], mask=real[None, :, None], other=0.0)
+        acc = tl.load(Acc + part[:, :, None] * D + d[None, None, :], mask=here[:, :, None], other=0.0)
         out = tl.sum(acc * w[:, :, None], 0) / tl.where(real, denom, 1.0)[:, None]
         tl.store(Out + (seq * groups + g[:, None]) * D + d[None, :], out.to(Out.dtype.element_ty), mask=real[:, None])
 
@@ -128,7 +132,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: to
     top = torch.empty((sequences, splits, groups), dtype=torch.float32, device=q.device)
     total = torch.empty_like(top)
     out = torch.empty_like(q)
-    split_kernel[(sequences, splits)](q, k, v, used, acc, top, total, scale, capacity, groups,
-                                      SPLITS=splits, BLOCK=BLOCK_N, G=GROUP_ROWS, D=dim)
-    combine_kernel[(sequences,)](acc, top, total, out, groups, SPLITS=splits, G=GROUP_ROWS, D=dim)
+    split_kernel[(sequences, splits)](q, k, v, used, acc, top, total, scale, capacity, groups, splits,
+                                      BLOCK=BLOCK_N, G=GROUP_ROWS, D=dim)
+    combine_kernel[(sequences,)](acc, top, total, out, groups, splits, MAX=MAX_SPLITS, G=GROUP_ROWS, D=dim)
     return out

@@ -355,10 +355,11 @@ class Engine:
 
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
                  make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
-                 prefix_cache: bool = True, cuda_graphs: bool = True, varlen: bool | None = None) -> None:
+                 prefix_cache: bool = True, cuda_graphs: bool = True, varlen: bool | None = None,
+                 compact: bool = True) -> None:
         """``varlen``: prefill and decode through variable-length attention (``harness.models.varlen``); None
         means where flash attention's kernel works (a GPU), False never, True always (tests, with the reference
-        kernel on a CPU)."""
+        kernel on a CPU). ``compact``: drop dead slots when half are dead and nothing waits."""
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -393,6 +394,7 @@ class Engine:
 
             varlen = flash_usable(model)
         self.varlen = varlen
+        self.compact = compact
         if varlen:
             from harness.models.varlen import register
 
@@ -732,7 +734,7 @@ class Engine:
         import torch
 
         live = state.live()
-        if self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
+        if not self.compact or self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
             return
         keep = torch.tensor(live, dtype=torch.long, device=state.pos.device)
         state.cache.select(keep)
