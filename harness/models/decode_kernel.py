@@ -134,5 +134,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: to
     out = torch.empty_like(q)
     split_kernel[(sequences, splits)](q, k, v, used, acc, top, total, scale, capacity, groups, splits,
                                       BLOCK=BLOCK_N, G=GROUP_ROWS, D=dim)
-    combine_kernel[(sequences,)](acc, top, total, out, groups, splits, MAX=MAX_SPLITS, G=GROUP_ROWS, D=dim)
+    # the combine holds [MAX_SPLITS, G, D] in registers: G only as wide as the group (a 16-row G took 118 us a
+    # 13B layer on the H200, more than the split kernel)
+    combine_kernel[(sequences,)](acc, top, total, out, groups, splits, MAX=MAX_SPLITS,
+                                 G=max(2, 1 << (groups - 1).bit_length()), D=dim)
     return out
