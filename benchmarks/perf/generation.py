@@ -233,19 +233,20 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
 
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
-                varlen: bool | None = None, decode: str = "auto", compact: bool = True) -> dict[str, Any]:
+                varlen: bool | None = None, decode: str = "auto", compact: bool = True,
+                pipeline: bool | None = None) -> dict[str, Any]:
     """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
     attention instead of variable-length attention (where flash attention works); ``decode``: the varlen
     decoding step's kernel (``harness.models.varlen.DECODE_KERNELS``)."""
     from harness.models import varlen as varlen_attention
 
     chosen = varlen_attention.choose_decode_kernel(decode)
-    backend.compact = compact
+    backend.compact, backend.pipeline = compact, pipeline
     try:
         return _run_harness(backend, work, batch, max_new, graphs, varlen)
     finally:
         varlen_attention.choose_decode_kernel(chosen)
-        backend.compact = True
+        backend.compact, backend.pipeline = True, None
 
 
 def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool,
@@ -367,6 +368,7 @@ def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool =
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("eager_too", "harness-eager", {"graphs": False}),
     ("no_compact_too", "harness-no-compact", {"compact": False}),
+    ("no_pipeline_too", "harness-no-pipeline", {"pipeline": False}),
     ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}),
     ("sdpa_too", "harness-sdpa", {"varlen": False}),
 ]
@@ -491,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
                     "of variable-length attention (path harness-sdpa)")
     ap.add_argument("--no-compact-too", action="store_true", help="also the harness without compaction (path "
                     "harness-no-compact)")
+    ap.add_argument("--no-pipeline-too", action="store_true", help="also the harness reading each step's tokens "
+                    "before launching the next (path harness-no-pipeline)")
     ap.add_argument("--flash-decode-too", action="store_true", help="also the harness with flash attention's "
                     "varlen kernel for the decoding steps instead of the Triton kernel (path harness-flash-decode)")
     ap.add_argument("--check-attention", action="store_true", help="after each batch's rows, the model's own "

@@ -339,9 +339,20 @@ class _State:
     count: Any = None  # [slots] tokens generated so far
     items: Any = None  # [slots] item index (for a logits hook)
     decode_batch: Any = None  # varlen.VarlenBatch of a decoding step (varlen attention only)
+    pinned: Any = None  # two page-locked host buffers [slots] for a launched step's tokens (GPU)
 
     def live(self) -> list[int]:
         return [s for s, r in enumerate(self.rows) if r is not None]
+
+
+@dataclass
+class _Launched:
+    """A decoding step queued on the device: the rows at its launch (by slot), its tokens (on the host once
+    ``ready`` has fired; None: already there)."""
+
+    rows: list[_Row | None]
+    tokens: Any
+    ready: Any
 
 
 class Engine:
@@ -356,10 +367,11 @@ class Engine:
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
                  make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
                  prefix_cache: bool = True, cuda_graphs: bool = True, varlen: bool | None = None,
-                 compact: bool = True) -> None:
+                 compact: bool = True, pipeline: bool | None = None) -> None:
         """``varlen``: prefill and decode through variable-length attention (``harness.models.varlen``); None
         means where flash attention's kernel works (a GPU), False never, True always (tests, with the reference
-        kernel on a CPU). ``compact``: drop dead slots when half are dead and nothing waits."""
+        kernel on a CPU). ``compact``: drop dead slots when half are dead and nothing waits. ``pipeline``: launch
+        each decoding step before reading the previous one's tokens (None: on a GPU)."""
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -395,6 +407,8 @@ class Engine:
             varlen = flash_usable(model)
         self.varlen = varlen
         self.compact = compact
+        device = getattr(model, "device", None)
+        self.pipeline = pipeline if pipeline is not None else (device is not None and device.type == "cuda")
         if varlen:
             from harness.models.varlen import register
 
@@ -429,30 +443,50 @@ class Engine:
         log.warning("out of GPU memory with %d rows in the batch; retrying %d unfinished rows with %d",
                     state.slots, len(unfinished), max(1, state.slots // 2))
         state.cache = state.graphs = state.columns = state.pos = state.last = state.count = state.items = None
-        state.decode_batch = None
+        state.decode_batch = state.pinned = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _loop(self, state: _State) -> Iterator[list[Finished]]:
+        """Refill, compact, step. Pipelined (on a GPU): each step is launched before the previous one's tokens
+        are read, so the host's stop checks run while the device computes; a row that stopped is then found
+        one step late (its slot computes one token more, discarded), and the batch changes shape (refill,
+        compaction) only with no step in flight."""
         import torch
 
-        while self.waiting or state.live():
+        pending: _Launched | None = None
+        while True:
             with torch.inference_mode():
+                if pending is not None and (self._refill_due(state) or self._compact_due(state)):
+                    self._finish(state, pending)
+                    pending = None
                 self._refill(state)
-                if state.live():
-                    self._step(state)
                 self._compact(state)
+                launched = self._launch(state) if state.live() else None
+                if pending is not None:
+                    self._finish(state, pending)
+                pending = launched
+                if pending is not None and not self.pipeline:
+                    self._finish(state, pending)
+                    pending = None
             done, self._done = self._done, []
             if done:
                 yield done
+            if pending is None and not self.waiting and not state.live():
+                return
 
     # ------------------------------------------------------------------ admission
 
+    def _refill_due(self, state: _State) -> bool:
+        """Prompts wait and enough slots are free (any, when none is live)."""
+        free = sum(r is None for r in state.rows)
+        live = state.slots - free
+        return bool(self.waiting) and free > 0 and not (live and free < max(1, state.slots // REFILL_SHARE))
+
     def _refill(self, state: _State) -> None:
-        free = [s for s, r in enumerate(state.rows) if r is None]
-        live = state.slots - len(free)
-        if not self.waiting or not free or (live and len(free) < max(1, state.slots // REFILL_SHARE)):
+        if not self._refill_due(state):
             return
+        free = [s for s, r in enumerate(state.rows) if r is None]
         pending = self.waiting[::-1][:len(free)]  # longest first
         while pending:
             # With the prefix cache, prompts that can reuse a block another pending prompt is about to
@@ -623,6 +657,8 @@ class Engine:
         state.items = torch.zeros(state.slots, dtype=torch.long, device=device)
         state.graphs = self._new_graphs(device)
         state.decode_batch = self._decode_batch(state)
+        if device.type == "cuda":
+            state.pinned = [torch.empty(state.slots, dtype=torch.long, pin_memory=True) for _ in range(2)]
 
     def _decode_batch(self, state: _State) -> Any:
         if not self.varlen:
@@ -645,7 +681,10 @@ class Engine:
 
     # ------------------------------------------------------------------ decoding
 
-    def _step(self, state: _State) -> None:
+    def _launch(self, state: _State) -> _Launched:
+        """Queue one decoding step and the copy of its tokens to the host; ``_finish`` reads them."""
+        import torch
+
         longest = max(r.length for r in state.rows if r is not None)
         # varlen attention reads each row's own columns whatever the window: one recorded step per pass
         window = state.cache.capacity if self.varlen else min(state.cache.capacity, whole_windows(longest + 1))
@@ -656,10 +695,28 @@ class Engine:
         state.pos.add_(1).clamp_(max=state.cache.capacity - 1)
         state.count += 1
         self.steps += 1
-        for row in state.rows:
+        rows = list(state.rows)
+        for row in rows:
             if row is not None:
                 row.length += 1
-        self._observe(state, range(state.slots), nxt.tolist())
+        if nxt.device.type != "cuda":
+            return _Launched(rows, nxt, None)
+        host = state.pinned[self.steps % 2][:state.slots]  # two: one step in flight, one being read
+        host.copy_(nxt, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return _Launched(rows, host, ready)
+
+    def _finish(self, state: _State, launched: _Launched) -> None:
+        """Feed a launched step's tokens to the rows that were live at its launch and still are."""
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        tokens = launched.tokens.tolist()
+        if all(r is not None and state.rows[s] is r for s, r in enumerate(launched.rows)):
+            self._observe(state, range(state.slots), tokens)
+            return
+        slots = [s for s, r in enumerate(launched.rows) if r is not None and state.rows[s] is r]
+        self._observe(state, slots, [tokens[s] for s in slots])
 
     def _decode(self, state: _State, window: int) -> torch.Tensor:
         """The logits of one decoding step over ``window`` columns: a replayed CUDA graph on a GPU, else eager."""
@@ -729,13 +786,17 @@ class Engine:
 
     # ------------------------------------------------------------------ housekeeping
 
+    def _compact_due(self, state: _State) -> bool:
+        live = sum(r is not None for r in state.rows)
+        return (self.compact and not self.waiting and state.cache is not None and 0 < live <= state.slots // 2)
+
     def _compact(self, state: _State) -> None:
         """Nothing waits and half the slots are dead: drop them, so the last rows run in a small batch."""
         import torch
 
-        live = state.live()
-        if not self.compact or self.waiting or not live or len(live) > state.slots // 2 or state.cache is None:
+        if not self._compact_due(state):
             return
+        live = state.live()
         keep = torch.tensor(live, dtype=torch.long, device=state.pos.device)
         state.cache.select(keep)
         state.pos, state.last = state.pos[keep], state.last[keep]

@@ -183,6 +183,7 @@ class HFBackend(ModelBackend):
         # variable-length attention (harness.models.varlen): None where flash attention works (a GPU); False: sdpa
         self.varlen: bool | None = None
         self.compact = True  # the engine drops dead slots when half are dead (generation.py --no-compact-too: off)
+        self.pipeline: bool | None = None  # launch each step before reading the last one's tokens (None: on a GPU)
         self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -252,7 +253,7 @@ class HFBackend(ModelBackend):
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
                         logits_hook=self.logits_hook, prefix_cache=self.prefix_cache, cuda_graphs=self.cuda_graphs,
-                        varlen=self.varlen, compact=self.compact)
+                        varlen=self.varlen, compact=self.compact, pipeline=self.pipeline)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
