@@ -233,7 +233,7 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
 
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
-                varlen: bool | None = None, decode: str = "auto", compact: bool = True,
+                varlen: bool | None = None, decode: str = "auto", compact: bool | None = None,
                 pipeline: bool | None = None) -> dict[str, Any]:
     """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
     attention instead of variable-length attention (where flash attention works); ``decode``: the varlen
@@ -246,7 +246,7 @@ def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: 
         return _run_harness(backend, work, batch, max_new, graphs, varlen)
     finally:
         varlen_attention.choose_decode_kernel(chosen)
-        backend.compact, backend.pipeline = True, None
+        backend.compact, backend.pipeline = None, None
 
 
 def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool,
@@ -367,7 +367,7 @@ def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool =
 # --FLAG-too: its path, and what run_harness changes for it
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("eager_too", "harness-eager", {"graphs": False}),
-    ("no_compact_too", "harness-no-compact", {"compact": False}),
+    ("compact_too", "harness-compact", {"compact": True}),
     ("no_pipeline_too", "harness-no-pipeline", {"pipeline": False}),
     ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}),
     ("sdpa_too", "harness-sdpa", {"varlen": False}),
@@ -491,8 +491,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(no CUDA graphs), path harness-eager")
     ap.add_argument("--sdpa-too", action="store_true", help="also the harness with masked sdpa attention instead "
                     "of variable-length attention (path harness-sdpa)")
-    ap.add_argument("--no-compact-too", action="store_true", help="also the harness without compaction (path "
-                    "harness-no-compact)")
+    ap.add_argument("--compact-too", action="store_true", help="also the harness with compaction forced on (path "
+                    "harness-compact; by default the engine skips it where the Triton kernel decodes)")
     ap.add_argument("--no-pipeline-too", action="store_true", help="also the harness reading each step's tokens "
                     "before launching the next (path harness-no-pipeline)")
     ap.add_argument("--flash-decode-too", action="store_true", help="also the harness with flash attention's "

@@ -182,7 +182,7 @@ class HFBackend(ModelBackend):
         self.cuda_graphs = True  # on a GPU the engine replays recorded decoding steps (generation.py --no-graphs: off)
         # variable-length attention (harness.models.varlen): None where flash attention works (a GPU); False: sdpa
         self.varlen: bool | None = None
-        self.compact = True  # the engine drops dead slots when half are dead (generation.py --no-compact-too: off)
+        self.compact: bool | None = None  # drop dead slots (None: the engine decides; generation.py --compact-too)
         self.pipeline: bool | None = None  # launch each step before reading the last one's tokens (None: on a GPU)
         self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)

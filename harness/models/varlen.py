@@ -130,6 +130,16 @@ def choose_decode_kernel(name: str) -> str:
     return before
 
 
+def decodes_with_triton(model: Any) -> bool:
+    """Whether this model's decoding steps run the Triton kernel (on its device, with its head shapes)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    device = getattr(model, "device", None)
+    return _triton_decoding(device.type if device is not None else "cpu", heads // kv_heads, head_dim)
+
+
 def _triton_decoding(device_type: str, groups: int, head_dim: int) -> bool:
     from harness.models import decode_kernel
 
