@@ -82,7 +82,16 @@ set_key engine cgroup_manager '"cgroupfs"'
 # 4. podman's Docker API service, detached from this shell
 if ! answers "$SOCK"; then
   LOG=/run/podman/service.log
-  if $SUDO test -S "$SOCK" && ! pgrep -f "podman system service" >/dev/null; then
+  if $SUDO test -S "$SOCK" && pgrep -f "^podman system service" >/dev/null; then
+    # a service that runs may still be starting: give it a while before calling it hung
+    for _ in $(seq 1 50); do answers "$SOCK" && break; sleep 0.2; done
+    if ! answers "$SOCK"; then
+      say "a podman service runs but does not answer on $SOCK (seen after a killed CI run); restarting it"
+      $SUDO pkill -f "^podman system service" || true
+      sleep 1
+    fi
+  fi
+  if $SUDO test -S "$SOCK" && ! pgrep -f "^podman system service" >/dev/null; then
     # a service that died (killed, out of memory) leaves its socket behind, and nothing answers there
     say "removing the stale socket $SOCK: no podman service runs"
     $SUDO rm -f "$SOCK"
