@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import ModelBackendError
 from harness.models.base import FinishReason
-from harness.models.prefix import BLOCK, PrefixStore, pool_tokens
+from harness.models.prefix import BLOCK, PrefixStore, flat_rows, pool_tokens
 from harness.models.stopping import LoopWatch, RowStopper
 
 if TYPE_CHECKING:
@@ -118,7 +118,6 @@ class SlotCache:
             self.cache.layer_class_to_replicate = None
         self.capacity = capacity
         self.rows = torch.arange(slots, device=self.k[0].device)
-        self.heads = torch.arange(self.kv_heads, device=self.k[0].device)
 
     def bind(self, pos: torch.Tensor, window: int) -> None:
         """The next forward writes row ``r``'s new column at ``pos[r]`` and attends over ``window`` columns."""
@@ -134,10 +133,9 @@ class SlotCache:
             layer.bind(index, self.capacity)
 
     def flat_index(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Where token ``t``'s keys go, for each kv head, in a buffer viewed as ``[slots * kv_heads * capacity,
-        head_dim]``, ordered (token, head) as a layer's new keys come: one row copy each (an advanced-index
-        write over the slot and column dimensions cost 20 us per layer and step on the H200)."""
-        return ((rows[:, None] * self.kv_heads + self.heads[None, :]) * self.capacity + cols[:, None]).reshape(-1)
+        """``prefix.flat_rows`` for these buffers: each new key is one row copy (an advanced-index write over
+        the slot and column dimensions cost 20 us per layer and step on the H200)."""
+        return flat_rows(rows, cols, self.kv_heads, self.capacity)
 
     @property
     def kv_heads(self) -> int:

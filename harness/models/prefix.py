@@ -39,6 +39,22 @@ BLOCK = 16
 MAX_POOL_TOKENS = 8192
 
 
+def flat_rows(rows: torch.Tensor, cols: torch.Tensor, heads: int, columns: int) -> torch.Tensor:
+    """Where token ``t`` (at column ``cols[t]`` of row ``rows[t]``) sits, for each head, in a buffer
+    ``[rows, heads, columns, head_dim]`` viewed as ``[rows * heads * columns, head_dim]``: ordered (token, head),
+    as a layer's keys arrive. Copies between the slot cache and the pool are then one row copy each."""
+    import torch
+
+    head = torch.arange(heads, device=rows.device)[None, :]
+    return ((rows[:, None] * heads + head) * columns + cols[:, None]).reshape(-1)
+
+
+def copy_rows(dest: torch.Tensor, dest_index: torch.Tensor, source: torch.Tensor, source_index: torch.Tensor) -> None:
+    """``dest``'s rows ``dest_index`` = ``source``'s rows ``source_index``, both viewed as ``[-1, head_dim]``."""
+    dim = source.shape[-1]
+    dest.view(-1, dim).index_copy_(0, dest_index, source.reshape(-1, dim).index_select(0, source_index))
+
+
 def block_keys(ids: Sequence[int]) -> list[int]:
     """Chain hashes of the prompt's full blocks, its last token excluded."""
     keys: list[int] = []
@@ -171,14 +187,12 @@ class PrefixStore:
         self.reused_tokens += len(source)
         device = keys[0].device
         r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (dest_rows, dest_cols, source))
-        # one row copy per (token, head) between the flattened buffers
-        heads, columns, dim = keys[0].shape[1], keys[0].shape[2], keys[0].shape[3]
-        head = torch.arange(heads, device=device)[None, :]
-        dest = ((r_t[:, None] * heads + head) * columns + c_t[:, None]).reshape(-1)
-        src = (head * self.k[0].shape[1] + s_t[:, None]).reshape(-1)
+        heads = keys[0].shape[1]
+        dest = flat_rows(r_t, c_t, heads, keys[0].shape[2])
+        src = flat_rows(torch.zeros_like(s_t), s_t, heads, self.k[0].shape[1])  # the pool: one row of blocks
         for kb, vb, pool_k, pool_v in zip(keys, values, self.k, self.v, strict=True):
-            kb.view(-1, dim).index_copy_(0, dest, pool_k.view(-1, dim).index_select(0, src))
-            vb.view(-1, dim).index_copy_(0, dest, pool_v.view(-1, dim).index_select(0, src))
+            copy_rows(kb, dest, pool_k, src)
+            copy_rows(vb, dest, pool_v, src)
 
     def admit(self, items: Sequence[int], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
               lengths: Sequence[int], at: Sequence[tuple[int, int]] | None = None) -> None:
@@ -209,17 +223,12 @@ class PrefixStore:
                 self._allocate(keys)
             device = keys[0].device
             r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (rows, cols, slots))
-            heads, columns, dim = keys[0].shape[1], keys[0].shape[2], keys[0].shape[3]
-            head = torch.arange(heads, device=device)[None, :]
-            src = ((r_t[:, None] * heads + head) * columns + c_t[:, None]).reshape(-1)
-            dest = (head * self.k[0].shape[1] + s_t[:, None]).reshape(-1)
+            heads = keys[0].shape[1]
+            src = flat_rows(r_t, c_t, heads, keys[0].shape[2])
+            dest = flat_rows(torch.zeros_like(s_t), s_t, heads, self.k[0].shape[1])
             for pool_k, pool_v, k, v in zip(self.k, self.v, keys, values, strict=True):
-                if not k.is_contiguous():  # a prefill's cache may be a view: index it as it is
-                    pool_k[:, s_t] = k[r_t, :, c_t].transpose(0, 1)
-                    pool_v[:, s_t] = v[r_t, :, c_t].transpose(0, 1)
-                    continue
-                pool_k.view(-1, dim).index_copy_(0, dest, k.reshape(-1, dim).index_select(0, src))
-                pool_v.view(-1, dim).index_copy_(0, dest, v.reshape(-1, dim).index_select(0, src))
+                copy_rows(pool_k, dest, k, src)  # a prefill cache that is a view is copied by reshape
+                copy_rows(pool_v, dest, v, src)
         for key in [k for k in self.slot_of if self.users[k] <= 0]:
             self.free.append(self.slot_of.pop(key))
 
