@@ -365,12 +365,15 @@ def warm_up(backend: Any, work: Workload, batch: int, max_new: int, sdpa: bool =
 
 
 # --FLAG-too: its path, and what run_harness changes for it
-VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("eager_too", "harness-eager", {"graphs": False}),
-    ("compact_too", "harness-compact", {"compact": True}),
-    ("no_pipeline_too", "harness-no-pipeline", {"pipeline": False}),
-    ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}),
-    ("sdpa_too", "harness-sdpa", {"varlen": False}),
+VARIANTS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("eager_too", "harness-eager", {"graphs": False}, "its decoding step eager (no CUDA graphs)"),
+    ("compact_too", "harness-compact", {"compact": True}, "compaction forced on (by default the engine skips it "
+     "where the Triton kernel decodes)"),
+    ("no_pipeline_too", "harness-no-pipeline", {"pipeline": False}, "each step's tokens read before the next "
+     "launch"),
+    ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}, "flash attention's varlen kernel for the "
+     "decoding steps instead of the Triton kernel"),
+    ("sdpa_too", "harness-sdpa", {"varlen": False}, "masked sdpa attention instead of variable-length attention"),
 ]
 
 
@@ -390,7 +393,7 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
                       lambda a=asked: run_harness(backend, work, a, args.max_new_tokens), work, model, floors)
         emit(row)
         batch = int(row.get("batch") or asked or 8)
-        for flag, path, change in VARIANTS:  # the harness with one thing changed, at the batch it chose
+        for flag, path, change, _what in VARIANTS:  # the harness with one thing changed, at the batch it chose
             if getattr(args, flag) and args.clock.left(f"{mode} {path} batch {batch}", emit):
                 emit(measure({**base, "path": path, "batch_asked": batch_spec},
                              lambda b=batch, c=change: run_harness(backend, work, b, args.max_new_tokens, **c),
@@ -487,16 +490,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="append JSON lines here")
     ap.add_argument("--profile", action="store_true", help="after each batch's rows, run the harness once more "
                     "under the torch profiler: device-kernel seconds and launches, and the top operators")
-    ap.add_argument("--eager-too", action="store_true", help="also the harness with its decoding step eager "
-                    "(no CUDA graphs), path harness-eager")
-    ap.add_argument("--sdpa-too", action="store_true", help="also the harness with masked sdpa attention instead "
-                    "of variable-length attention (path harness-sdpa)")
-    ap.add_argument("--compact-too", action="store_true", help="also the harness with compaction forced on (path "
-                    "harness-compact; by default the engine skips it where the Triton kernel decodes)")
-    ap.add_argument("--no-pipeline-too", action="store_true", help="also the harness reading each step's tokens "
-                    "before launching the next (path harness-no-pipeline)")
-    ap.add_argument("--flash-decode-too", action="store_true", help="also the harness with flash attention's "
-                    "varlen kernel for the decoding steps instead of the Triton kernel (path harness-flash-decode)")
+    for flag, path, _change, what in VARIANTS:
+        ap.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"also the harness with {what} "
+                        f"(path {path})")
     ap.add_argument("--check-attention", action="store_true", help="after each batch's rows, the model's own "
                     "greedy tokens with variable-length and with sdpa attention, compared item by item")
     ap.add_argument("--no-generate", action="store_true", help="skip plain generate's timed rows (the anchor)")
