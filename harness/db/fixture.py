@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ROLE_LIMITS = {"default_transaction_read_only": "on", "idle_in_transaction_session_timeout": "60s",
                "work_mem": "8MB", "temp_file_limit": "64MB", "lock_timeout": "2s",
                "standard_conforming_strings": "on"}
+_CHECKSUMS_PER_QUERY = 500  # result columns of one checksum statement (PostgreSQL allows 1664)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ class FixtureDatabases:
 
     def checksums(self) -> dict[str, str]:
         """Per clone and table: row count and an order-independent md5 of the rows; plus the list of
-        relations, roles and large objects, so a created object shows up too."""
+        relations, roles and large objects, so a created object shows up too. Two queries per database
+        (its relations, then every table's sum in one statement, up to ``_CHECKSUMS_PER_QUERY``): each
+        round trip waits for the interpreter lock, which the model load holds meanwhile."""
         out: dict[str, str] = {}
         for vdb in self.databases.values():
             try:
@@ -221,21 +224,23 @@ class FixtureDatabases:
                         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
                         "AND c.relkind IN ('r', 'p', 'm', 'v', 'f', 'S') ORDER BY 1, 2").fetchall()
                     out[f"{vdb.dbname}:relations"] = ",".join(f"{s}.{r}:{k}" for s, r, k in rels)
-                    for schema, rel, kind in rels:
-                        if kind not in ("r", "p", "m"):
-                            continue
-                        row = conn.execute(pgsql.SQL(
-                            "SELECT count(*), md5(coalesce(string_agg(h, '' ORDER BY h), '')) "
-                            "FROM (SELECT md5(t::text) AS h FROM {}.{} t) s").format(
-                            pgsql.Identifier(schema), pgsql.Identifier(rel))).fetchone()
-                        out[f"{vdb.dbname}:{schema}.{rel}"] = f"{row[0]}:{row[1]}" if row else "?"
-                    lo = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
-                    out[f"{vdb.dbname}:large_objects"] = str(lo[0] if lo else "?")
+                    names = [f"{vdb.dbname}:{s}.{r}" for s, r, k in rels if k in ("r", "p", "m")]
+                    sums: list[pgsql.Composable] = [pgsql.SQL(
+                        "(SELECT count(*) || ':' || md5(coalesce(string_agg(h, '' ORDER BY h), '')) "
+                        "FROM (SELECT md5(t::text) AS h FROM {}.{} t) s)").format(
+                        pgsql.Identifier(s), pgsql.Identifier(r)) for s, r, k in rels if k in ("r", "p", "m")]
+                    names.append(f"{vdb.dbname}:large_objects")
+                    sums.append(pgsql.SQL("(SELECT count(*)::text FROM pg_largeobject_metadata)"))
+                    if "roles" not in out:  # pg_roles is shared by every database of the server: read once
+                        names.append("roles")
+                        sums.append(pgsql.SQL("(SELECT coalesce(string_agg(rolname, ',' ORDER BY rolname), '') "
+                                              "FROM pg_roles)"))
+                    for i in range(0, len(sums), _CHECKSUMS_PER_QUERY):
+                        row = conn.execute(pgsql.SQL("SELECT ") + pgsql.SQL(", ").join(
+                            sums[i:i + _CHECKSUMS_PER_QUERY])).fetchone()
+                        out.update(zip(names[i:i + _CHECKSUMS_PER_QUERY], row or (), strict=True))
             except psycopg.OperationalError as exc:
                 raise InfrastructureError(f"cannot checksum {vdb.dbname}: {exc}") from exc
-        with admin_connection(self.server.admin) as conn:
-            roles = conn.execute("SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles").fetchone()
-            out["roles"] = roles[0] if roles else ""
         return out
 
     def drop(self) -> None:
