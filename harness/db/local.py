@@ -101,6 +101,7 @@ class LocalCluster(Server):
     harness against a server whose default is ``SQL_ASCII``."""
 
     kind = "local"
+    disposable = True  # stop() deletes the cluster's directory
 
     def __init__(self, *, startup_timeout: float = 30.0, base_dir: str | None = None,
                  initdb_options: tuple[str, ...] = ("-E", "UTF8", "--locale=C.UTF-8")) -> None:
