@@ -28,9 +28,10 @@ from harness.errors import OutputDirError
 from harness.gcpause import EvaluationHeap
 from harness.models.base import BackendOptions, Generation, GenerationConfig, ModelBackend, ProgressCallback
 from harness.models.registry import resolve_template
+from harness.report.background import BackgroundReport
 from harness.report.records import ItemResult, Summary, run_info
 from harness.report.summary import summarise
-from harness.report.writer import RunWriter, preload_renderer
+from harness.report.writer import RunWriter
 from harness.scoring.scorer import Scorer, ScorerOptions
 
 __all__ = ["EvalConfig", "RunResult", "Scorer", "build_backend", "evaluate", "generate"]
@@ -190,31 +191,36 @@ def evaluate(config: EvalConfig, *, backend: ModelBackend | None = None) -> RunR
             scorer = Scorer(server, fixtures, ScorerOptions(row_cap=config.row_cap, run_dir=out,
                                                             statement_timeout_ms=config.statement_timeout_ms))
             writer = RunWriter(out)
-            items: list[ItemResult] = []
+            report = BackgroundReport(out)  # imports the HTML renderer on the other core while the scoring runs
             try:
-                with stages("score"), Progress(config.progress).task("executing + scoring", len(questions)) as advance:
-                    for q in questions:
-                        item = scorer.score(q, generations.get(q.id) or Generation(q.id, "", error="no generation"))
-                        writer.append(item)
-                        items.append(item)
-                        advance(1)
+                items: list[ItemResult] = []
+                try:
+                    with stages("score"), Progress(config.progress).task("executing + scoring", len(questions)) as advance:
+                        for q in questions:
+                            item = scorer.score(q, generations.get(q.id) or Generation(q.id, "", error="no generation"))
+                            writer.append(item)
+                            items.append(item)
+                            advance(1)
+                finally:
+                    scorer.close()
+                with stages("summary"):  # the fixture intact until the checksums below say otherwise
+                    summary = summarise(items, benchmark=benchmark, model=config.model, fixture_intact=True,
+                                        variants=max(len(d.variants) for d in benchmark.databases.values()),
+                                        generation_seconds=stages.seconds["generate"], server=server,
+                                        admin=fixtures)
+                    summary = replace(summary, run=run_info(backend.describe(),
+                                                            resolve_template(backend, config.options).name,
+                                                            config.generation))
+                report.render(summary)  # the page renders in its process while the checksum queries run
+                with stages("checksums"):
+                    after = fixtures.checksums()
+                if after != ready.checksums:
+                    summary = replace(summary, fixture_intact=False)
+                databases.release()  # the server is torn down while the report is written
+                with stages("report"):
+                    writer.finish(summary, report)
             finally:
-                scorer.close()
-            renderer = preload_renderer()  # imported while the checksum queries wait on the server
-            with stages("checksums"):
-                after = fixtures.checksums()
-            with stages("summary"):
-                summary = summarise(items, benchmark=benchmark, model=config.model,
-                                    fixture_intact=(ready.checksums == after),
-                                    variants=max(len(d.variants) for d in benchmark.databases.values()),
-                                    generation_seconds=stages.seconds["generate"], server=server, admin=fixtures)
-                summary = replace(summary, run=run_info(backend.describe(),
-                                                        resolve_template(backend, config.options).name,
-                                                        config.generation))
-            databases.release()  # the server is torn down while the report renders
-            with stages("report"):
-                renderer.join()
-                writer.finish(summary)
+                report.close()
         finally:
             if own_backend and backend is not None:
                 backend.close()

@@ -425,21 +425,31 @@ def test_the_model_loads_with_the_collector_paused_and_the_run_restores_it(tmp_p
     assert by_id(result)["count-near"].status == "correct"
 
 
-def test_the_report_renderer_is_imported_while_the_checksums_run(tmp_path, cluster_dir, monkeypatch):
+def test_the_report_is_rendered_by_its_process_while_the_checksums_run(tmp_path, cluster_dir, monkeypatch):
     import harness.pipeline as pipeline
     from harness.db.fixture import FixtureDatabases
-    checksums, preload = FixtureDatabases.checksums, pipeline.preload_renderer
+    from harness.report.html import render_run_html
+    from harness.report.records import Run
+    checksums, background = FixtureDatabases.checksums, pipeline.BackgroundReport
     events: list[str] = []
 
     def watched_checksums(self):
         events.append("checksums")
         return checksums(self)
 
-    def watched_preload():
-        events.append("preload")
-        return preload()
+    class Watched(background):
+        def render(self, summary):
+            events.append("render")
+            super().render(summary)
+
+        def install(self, summary):
+            installed = super().install(summary)
+            events.append(f"installed={installed}")
+            return installed
     monkeypatch.setattr(FixtureDatabases, "checksums", watched_checksums)
-    monkeypatch.setattr(pipeline, "preload_renderer", watched_preload)
+    monkeypatch.setattr(pipeline, "BackgroundReport", Watched)
     result = evaluate(_replay_config(tmp_path))
-    # the preparation checksums before any query; the renderer's import starts before the second checksum
-    assert events == ["checksums", "preload", "checksums"] and (result.out / "report.html").is_file()
+    # the preparation checksums before any query; the page is sent off before the second checksum
+    assert events == ["checksums", "render", "checksums", "installed=True"]
+    assert (result.out / "report.html").read_text(encoding="utf-8") == render_run_html(
+        Run(result.out, result.summary, result.items))

@@ -130,6 +130,7 @@ class DockerServer(Server):
     SIGTERM and (through the watchdog) when the harness is killed."""
 
     kind = "docker"
+    disposable = True  # stop() removes the container with its volumes
 
     def __init__(self, image: str | None = None, startup_timeout: float = 120.0) -> None:
         self.requested_image = image or os.environ.get(IMAGE_ENV) or None

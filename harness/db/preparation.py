@@ -11,8 +11,9 @@ the work itself took.
 the preparation is the one ``with server, FixtureDatabases(server, benchmark)`` raises, raised again by
 ``ready()`` in the caller's thread, so a run never starts generating without its database. Leaving the
 block, whatever happened (an error, Ctrl-C, SIGTERM), waits for the thread, then drops the fixture
-databases and stops the server. ``release()``, once the databases are no longer needed, starts that
-teardown in a thread of its own (the report renders meanwhile); leaving the block then waits for it.
+databases (unless the server is disposable: stopping it removes them) and stops the server.
+``release()``, once the databases are no longer needed, starts that teardown in a thread of its own (the
+report renders meanwhile); leaving the block then waits for it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class DatabasePreparation:
         self._thread.join()
         t0 = time.monotonic()
         try:
-            if self._building:
+            if self._building and not self.server.disposable:  # a disposable server goes with them
                 self.fixtures.drop()
         finally:
             self.server.stop()  # idempotent, and safe after a failed start

@@ -55,6 +55,9 @@ class Server(abc.ABC):
     """
 
     kind: str = ""
+    # stop() removes the whole server with everything in it (a throwaway cluster, the run's container):
+    # the run's databases need not be dropped first
+    disposable: bool = False
 
     def __enter__(self) -> Server:
         try:

@@ -3,12 +3,16 @@ lost; summary.json and report.html are written atomically at the end."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.report.records import ItemResult, Summary
+
+if TYPE_CHECKING:
+    from harness.report.background import BackgroundReport
+
+PARTIAL = "results.jsonl.partial"  # results.jsonl while the run writes it
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -23,7 +27,7 @@ def atomic_write(path: Path, text: str) -> None:
 class RunWriter:
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.partial = out / "results.jsonl.partial"
+        self.partial = out / PARTIAL
         self._fh = open(self.partial, "w", encoding="utf-8")
         self.items: list[ItemResult] = []
 
@@ -33,10 +37,14 @@ class RunWriter:
         os.fsync(self._fh.fileno())
         self.items.append(item)
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, report: BackgroundReport | None = None) -> None:
+        """results.jsonl and summary.json; then report.html, from ``report`` (rendered in its own process)
+        when it rendered this summary, else rendered here."""
         self._fh.close()
         os.replace(self.partial, self.out / "results.jsonl")
         atomic_write(self.out / "summary.json", summary.to_json() + "\n")
+        if report is not None and report.install(summary):
+            return
         try:
             from harness.report.html import render_run_html
             from harness.report.records import Run
@@ -44,23 +52,3 @@ class RunWriter:
             atomic_write(self.out / "report.html", html)
         except ImportError:  # the HTML renderer is optional at import time; summary.json is what counts
             pass
-
-
-RENDERER = "harness.report.html"
-
-
-def preload_renderer() -> threading.Thread:
-    """Start importing the HTML renderer (matplotlib, jinja2: about 0.4 s of a 2-core machine) in a thread
-    and return it. The pipeline starts it before the fixture checksums, whose queries wait on the server
-    with the interpreter idle, so the import runs in that wait instead of after it; join the thread before
-    ``finish``. A failed import is left to ``finish``, which imports again and handles the error there."""
-
-    def load() -> None:
-        try:
-            importlib.import_module(RENDERER)
-        except Exception:  # finish() imports again in the caller's thread and sees it there
-            pass
-
-    thread = threading.Thread(target=load, name="txt2sql-renderer-import", daemon=True)
-    thread.start()
-    return thread

@@ -76,16 +76,23 @@ class QueryShape:
 
 
 def exact_match(gold: str, pred: str, *, parsed: exp.Expr | None = None,
-                gold_parsed: exp.Expr | None = None) -> bool:
+                gold_parsed: exp.Expr | None = None, pred_parses: bool = True) -> bool:
     """True when ``pred`` is ``gold`` clause by clause, after normalisation (see the module docstring).
 
     ``parsed``: ``pred`` as ``parse_statement`` already parsed it (the pipeline parses each prediction
-    once); ``gold_parsed``: ``gold`` likewise (the scorer parsed it to execute it). Both are read, never
-    changed. Without ``gold_parsed`` a gold's shape is computed once per gold text.
+    once); ``pred_parses=False``: ``parse_statement(pred)`` already gave None, so ``pred`` is not parsed
+    again (a looping prediction takes milliseconds to fail). ``gold_parsed``: ``gold`` likewise (the
+    scorer parsed it to execute it). Trees are read, never changed. Without ``gold_parsed`` a gold's
+    shape is computed once per gold text.
     """
-    pred_shape = _shape_of(parsed) if parsed is not None else query_shape(pred)
+    if parsed is not None:
+        pred_shape = _shape_of(parsed)
+    else:
+        pred_shape = query_shape(pred) if pred_parses else None
+    if pred_shape is None:
+        return _folded_text(gold) == _folded_text(pred) != ""
     gold_shape = _shape_of(gold_parsed) if gold_parsed is not None else _gold_shape(gold)
-    if gold_shape is None or pred_shape is None:
+    if gold_shape is None:
         # sqlglot cannot parse some PostGIS operators (~=, &&&, |>>): fall back to the text with case,
         # whitespace and a trailing ';' folded, so identical SQL still matches.
         return _folded_text(gold) == _folded_text(pred) != ""

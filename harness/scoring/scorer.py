@@ -254,6 +254,7 @@ class Scorer:
         else:
             judgement = self.judge_prediction(q, gen, prediction, golds, labels)
             exact = bool(prediction.sql) and any(exact_match(g, prediction.sql or "", parsed=prediction.parsed,
+                                                             pred_parses=prediction.parsed is not None,
                                                              gold_parsed=self._gold_tree(g)) for g in q.golds)
         timings = {"generate": round(gen.seconds, 4)}
         if judgement.execute_seconds is not None:
