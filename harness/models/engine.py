@@ -216,8 +216,7 @@ MASKED_ATTENTION = ("sdpa", "eager")
 
 
 def attention_kind(model: Any) -> str:
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return str(getattr(cfg, "_attn_implementation", None) or "sdpa")
+    return str(getattr(text_config(model.config), "_attn_implementation", None) or "sdpa")
 
 
 def check_supported(model: Any) -> None:
@@ -259,13 +258,33 @@ def whole_windows(columns: int) -> int:
     return -(-columns // WINDOW_BLOCK) * WINDOW_BLOCK
 
 
+def text_config(config: Any) -> Any:
+    """The language model's part of a model's config (a multimodal config nests it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """What a model's attention keeps per token: layers, query heads, key/value heads, head size."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+
+def head_shape(config: Any) -> HeadShape:
+    cfg = text_config(config)
+    heads = cfg.num_attention_heads
+    return HeadShape(layers=cfg.num_hidden_layers, heads=heads,
+                     kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+                     head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+
+
 def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     """Bytes of keys and values one token occupies across all layers."""
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    shape = head_shape(config)
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
 
 
 def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
@@ -280,7 +299,7 @@ def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens
     longest_prompt, items = max(len(e) for e in encoded), len(encoded)
 
     dtype_bytes = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = text_config(model.config)
     per_token = kv_bytes_per_token(cfg, dtype_bytes)
     per_row = per_token * capacity_for(longest_prompt, max_new_tokens) + 3 * 4 * cfg.vocab_size
     device = getattr(model, "device", None)
@@ -580,13 +599,10 @@ class Engine:
         states (a quantised model computes in its embeddings' dtype): what ``SlotCache`` sizes its buffers by."""
         import torch
 
-        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
-        heads = cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        shape = head_shape(self.model.config)
         dtype = self.model.get_input_embeddings().weight.dtype
-        return [torch.empty((1, kv_heads, 0, head_dim), dtype=dtype, device=self.model.device)
-                for _ in range(cfg.num_hidden_layers)]
+        return [torch.empty((1, shape.kv_heads, 0, shape.head_dim), dtype=dtype, device=self.model.device)
+                for _ in range(shape.layers)]
 
     def _prefill_padded(self, state: _State, items: list[int], slots: list[int]) -> None:
         """Rows padded on the left to the widest computed width, masked attention (sdpa or eager), the reused

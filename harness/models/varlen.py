@@ -132,12 +132,12 @@ def choose_decode_kernel(name: str) -> str:
 
 def decodes_with_triton(model: Any) -> bool:
     """Whether this model's decoding steps run the Triton kernel (on its device, with its head shapes)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    from harness.models.engine import head_shape
+
+    shape = head_shape(model.config)
     device = getattr(model, "device", None)
-    return _triton_decoding(device.type if device is not None else "cpu", heads // kv_heads, head_dim)
+    return _triton_decoding(device.type if device is not None else "cpu", shape.heads // shape.kv_heads,
+                            shape.head_dim)
 
 
 def _triton_decoding(device_type: str, groups: int, head_dim: int) -> bool:
@@ -221,8 +221,9 @@ def flash_usable(model: Any) -> bool:
     device = getattr(model, "device", None)
     if device is None or device.type != "cuda" or model.dtype not in (torch.float16, torch.bfloat16):
         return False
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    from harness.models.engine import head_shape
+
+    head_dim = head_shape(model.config).head_dim
     if head_dim > 256 or head_dim % 8:
         return False
     try:
