@@ -424,13 +424,14 @@ class Engine:
 
             varlen = flash_usable(model)
         self.varlen = varlen
-        if compact is None:
-            from harness.models.varlen import decodes_with_triton
+        from harness.models.varlen import decodes_with_triton
 
+        self.triton_decoding = bool(varlen) and decodes_with_triton(model)
+        if compact is None:
             # Measured on the H200 (13B shape, 128 slots): with the Triton decoding kernel, no compaction took
             # 3.69 s against 3.94 (the recordings it saves outweigh the dead slots); with flash attention's
             # varlen kernel, 4.61 s against 4.42 (docs/performance.md).
-            compact = not (varlen and decodes_with_triton(model))
+            compact = not self.triton_decoding
         self.compact = compact
         device = getattr(model, "device", None)
         self.pipeline = pipeline if pipeline is not None else (device is not None and device.type == "cuda")
@@ -687,7 +688,8 @@ class Engine:
             return None
         from harness.models.varlen import decode_batch
 
-        return decode_batch(state.slots, state.cache.kv_heads, state.cache.capacity, state.pos.device)
+        return decode_batch(state.slots, state.cache.kv_heads, state.cache.capacity, state.pos.device,
+                            triton=self.triton_decoding)
 
     def _new_graphs(self, device: Any) -> Any:
         if not self.cuda_graphs or device.type != "cuda":

@@ -68,7 +68,8 @@ class Packed:
 class VarlenBatch:
     """What one forward's attention reads. ``cu_q``/``cu_k`` are int32 offsets of each (row, kv head)
     sequence's queries and keys, ``used_k`` each sequence's key count (int32); ``packed`` is None for a
-    decoding step (one query per slot, every slot a row)."""
+    decoding step (one query per slot, every slot a row), whose attention runs the Triton kernel when
+    ``triton`` (``decodes_with_triton``, decided once per pass)."""
 
     cu_q: torch.Tensor
     cu_k: torch.Tensor
@@ -76,6 +77,7 @@ class VarlenBatch:
     max_q: int
     max_k: int
     packed: Packed | None = None
+    triton: bool = False
 
 
 Kernel = Callable[..., "torch.Tensor"]
@@ -163,7 +165,7 @@ def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
     if batch.packed is None:  # decoding: [slots, heads, 1, D], sequence slot * kv_heads + head
         slots = query.shape[0]
         q = query.reshape(slots * kv_heads, groups, head_dim)
-        if _triton_decoding(query.device.type, groups, head_dim):
+        if batch.triton:
             from harness.models.decode_kernel import decode_attention
 
             out = decode_attention(q, key, value, batch.used_k, key.shape[2], scale)
@@ -238,14 +240,14 @@ def flash_usable(model: Any) -> bool:
     return True
 
 
-def decode_batch(slots: int, kv_heads: int, capacity: int, device: Any) -> VarlenBatch:
+def decode_batch(slots: int, kv_heads: int, capacity: int, device: Any, triton: bool = False) -> VarlenBatch:
     """The fixed part of a decoding step's batch (``used_k`` is set per step from the positions)."""
     import torch
 
     seqs = slots * kv_heads
     cu_q = torch.arange(seqs + 1, dtype=torch.int32, device=device)
     return VarlenBatch(cu_q=cu_q, cu_k=cu_q * capacity, used_k=torch.ones(seqs, dtype=torch.int32, device=device),
-                       max_q=1, max_k=capacity)
+                       max_q=1, max_k=capacity, triton=triton)
 
 
 def used_for_decoding(pos: torch.Tensor, kv_heads: int) -> torch.Tensor:
