@@ -412,9 +412,7 @@ class Engine:
         self.prefix: PrefixStore | None = None
         self.cuda_graphs = cuda_graphs  # off after a step that cannot be recorded
         # Decoding steps recorded as CUDA graphs (each costs about two eager steps). A pass's graphs are dropped
-        # with its buffers (compaction, out-of-memory restart), their memory pools with them; only the count stays.
-        self.graph_captures = 0
-        self.capture_seconds = 0.0
+        # with its buffers (compaction, out-of-memory restart), their memory pools with them; only this log stays.
         self.capture_log: list[tuple[int, int, float, float]] = []  # (slots, window, warm-up s, record s)
         self._cache_kw = cache_keyword(model)
         check_supported(model)
@@ -699,9 +697,15 @@ class Engine:
         return DecodeGraphs(on_capture=self._count_capture)
 
     def _count_capture(self, key: tuple[int, int], warm_up: float, record: float) -> None:
-        self.graph_captures += 1
-        self.capture_seconds += warm_up + record
-        self.capture_log.append((*key, round(warm_up, 3), round(record, 3)))
+        self.capture_log.append((*key, warm_up, record))
+
+    @property
+    def graph_captures(self) -> int:
+        return len(self.capture_log)
+
+    @property
+    def capture_seconds(self) -> float:
+        return sum(warm_up + record for _s, _w, warm_up, record in self.capture_log)
 
     # ------------------------------------------------------------------ decoding
 

@@ -307,7 +307,7 @@ def _engine_figures(engine: Engine, slots: int) -> dict[str, Any]:
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
             "graph_captures": engine.graph_captures, "capture_s": round(engine.capture_seconds, 3),
-            "captures": list(engine.capture_log),
+            "captures": [(s, w, round(a, 3), round(b, 3)) for s, w, a, b in engine.capture_log],
             "varlen": engine.varlen}
 
 
