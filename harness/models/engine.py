@@ -807,7 +807,7 @@ class Engine:
                 state.rows[slot] = None
                 freed.append(slot)
                 self._done.append(Finished(row.item, row.stopper.ids, reason))
-        if freed and self.varlen:  # a free slot reads one column, not its old row's, until a prompt takes it
+        if freed and self.varlen:  # a free slot starts over at one column instead of reading its old row's
             import torch
 
             state.pos[torch.tensor(freed, dtype=torch.long, device=state.pos.device)] = 0

@@ -115,8 +115,10 @@ def test_varlen_prefill_reuses_shared_prefixes_copied_into_the_slots(gqa_fp32, r
     assert packed_run["prefill_tokens"] == total - packed_run["reused_tokens"]
 
 
-def test_a_freed_slot_reads_one_column_until_a_prompt_takes_it(gqa_fp32, reference_kernel, monkeypatch):
-    """Decoding steps of the varlen path: each row reads its own position + 1 keys; a freed slot 1."""
+def test_a_freed_slot_starts_over_at_one_column(gqa_fp32, reference_kernel, monkeypatch):
+    """Decoding steps of the varlen path: each row reads its own position + 1 keys; a freed slot starts over at
+    one (its writes land in column 0, 1, ...) instead of reading its old row's keys. Item 0 is
+    made to end (EOS) with its 3rd token, item 1 runs on; no compaction, so the freed slot stays in the batch."""
     seen: list[list[int]] = []
     original = varlen.used_for_decoding
 
@@ -125,16 +127,27 @@ def test_a_freed_slot_reads_one_column_until_a_prompt_takes_it(gqa_fp32, referen
         seen.append(used[::kv_heads].tolist())
         return used
 
+    def end_item_0(logits, items, counts):
+        eos = next(iter(gqa_fp32.eos_ids))
+        stop = (items == 0) & (counts + 1 >= 3)
+        logits[stop, eos] = torch.finfo(logits.dtype).max
+        return logits
+
     monkeypatch.setattr(varlen, "used_for_decoding", spy)
+    monkeypatch.setattr(gqa_fp32, "logits_hook", end_item_0)
+    monkeypatch.setattr(gqa_fp32, "compact", False)
     prompts = random_prompts(2, seed=5)
     config = GenerationConfig(max_new_tokens=12, batch_size=2, stop_on_loop=False, stop_at_statement_end=False)
     gens = generate(gqa_fp32, prompts, config, True)[0]
     lengths = [len(gqa_fp32.encode(p)) for p in prompts]
-    outs = [n for _t, _r, n in gens]
-    assert seen[0] == [n + 1 for n in lengths]  # the first step: each prompt plus the new token
-    if outs[0] != outs[1]:  # the shorter row stopped: its slot's next step reads a single column
-        short = outs.index(min(outs))
-        assert seen[min(outs)][short] == 1, seen
+    assert [n for _t, _r, n in gens] == [3, 12]
+    first = sorted(seen[0])
+    assert first == sorted(n + 1 for n in lengths)  # the first step: each prompt plus the new token
+    # token 1 comes from the prefill, tokens 2 and 3 from steps 0 and 1; from step 2 on item 0's slot reads 1
+    slot = seen[0].index(lengths[0] + 1)
+    assert seen[1][slot] == lengths[0] + 2
+    assert [step[slot] for step in seen[2:]] == list(range(1, len(seen) - 1)), seen
+    assert [step[1 - slot] for step in seen] == [lengths[1] + 1 + k for k in range(len(seen))]
 
 
 @pytest.mark.parametrize("use_varlen", [False, True])
