@@ -310,8 +310,9 @@ def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
     # a prefill chunk: its past gathered from the prefix pool, the cache that past is copied into, activations
+    pool = pool_tokens(encoded)
     reserve = (PREFILL_TOKENS * (2 * per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
-               + pool_tokens(encoded) * per_token)
+               + (pool + BLOCK if pool else 0) * per_token)  # the pool ends with a block of zeros
     slots = int((0.92 * free - reserve) // per_row)
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,
              per_row / 2**20)

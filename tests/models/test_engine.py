@@ -202,7 +202,7 @@ def test_a_full_prefix_pool_keeps_no_more_blocks_and_changes_no_output(random_fp
                                                          decode=str, sql=None, stop_loop=False))
     for _ in engine.run(encoded, 3):
         assert len(engine.prefix.slot_of) <= 3  # never more blocks than the pool holds
-    assert [t.shape[1] for t in engine.prefix.k] == [3 * prefix.BLOCK + 1] * len(engine.prefix.k)
+    assert [t.shape[1] for t in engine.prefix.k] == [4 * prefix.BLOCK] * len(engine.prefix.k)  # + a zero block
 
 
 def test_a_full_prefix_pool_does_not_make_prompts_wait_for_blocks_it_cannot_keep(random_fp32, monkeypatch):
