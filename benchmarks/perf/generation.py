@@ -234,19 +234,20 @@ def floor(model: Any, batch: int, work: Workload, floors: Floors) -> dict[str, f
 
 def run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool = True,
                 varlen: bool | None = None, decode: str = "auto", compact: bool | None = None,
-                pipeline: bool | None = None) -> dict[str, Any]:
+                pipeline: bool | None = None, fused: bool | None = None) -> dict[str, Any]:
     """The harness's path once, timed; ``graphs=False``: decoding eagerly, ``varlen=False``: masked (sdpa)
     attention instead of variable-length attention (where flash attention works); ``decode``: the varlen
-    decoding step's kernel (``harness.models.varlen.DECODE_KERNELS``)."""
+    decoding step's kernel (``harness.models.varlen.DECODE_KERNELS``); ``compact``, ``pipeline``, ``fused``: the
+    engine's switches (None: its defaults)."""
     from harness.models import varlen as varlen_attention
 
     chosen = varlen_attention.choose_decode_kernel(decode)
-    backend.compact, backend.pipeline = compact, pipeline
+    backend.compact, backend.pipeline, backend.fused = compact, pipeline, fused
     try:
         return _run_harness(backend, work, batch, max_new, graphs, varlen)
     finally:
         varlen_attention.choose_decode_kernel(chosen)
-        backend.compact, backend.pipeline = None, None
+        backend.compact, backend.pipeline, backend.fused = None, None, None
 
 
 def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs: bool,
@@ -272,7 +273,8 @@ def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs:
     return {"wall_s": wall, "steps": run["steps"], "batch": run["slots"], "prefill_s": run["prefill_s"],
             "prefill_tokens": run["prefill_tokens"], "prefill_computed": run["prefill_computed"],
             "prefill_forwards": run["prefill_forwards"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
-            "graph_captures": run["graph_captures"], "capture_s": run["capture_s"], "captures": run["captures"], "varlen": run["varlen"],
+            "graph_captures": run["graph_captures"], "capture_s": run["capture_s"], "captures": run["captures"],
+            "varlen": run["varlen"], "fused": run["fused"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 
@@ -374,6 +376,8 @@ VARIANTS: list[tuple[str, str, dict[str, Any], str]] = [
     ("flash_decode_too", "harness-flash-decode", {"decode": "flash"}, "flash attention's varlen kernel for the "
      "decoding steps instead of the Triton kernel"),
     ("sdpa_too", "harness-sdpa", {"varlen": False}, "masked sdpa attention instead of variable-length attention"),
+    ("unfused_too", "harness-unfused", {"fused": False}, "transformers' own norms and rotary embeddings instead of "
+     "the fused Triton kernels"),
 ]
 
 

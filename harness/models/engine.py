@@ -385,12 +385,14 @@ class Engine:
     def __init__(self, model: Any, *, pad_id: int, config: GenerationConfig,
                  make_stopper: Callable[[int], RowStopper], logits_hook: LogitsHook | None = None,
                  prefix_cache: bool = True, cuda_graphs: bool = True, varlen: bool | None = None,
-                 compact: bool | None = None, pipeline: bool | None = None) -> None:
+                 compact: bool | None = None, pipeline: bool | None = None, fused: bool | None = None) -> None:
         """``varlen``: prefill and decode through variable-length attention (``harness.models.varlen``); None
         means where flash attention's kernel works (a GPU), False never, True always (tests, with the reference
         kernel on a CPU). ``compact``: drop dead slots when half are dead and nothing waits (None:
         unless the decoding step is the Triton kernel, for which a dead slot costs next to nothing). ``pipeline``: launch
-        each decoding step before reading the previous one's tokens (None: on a GPU)."""
+        each decoding step before reading the previous one's tokens (None: on a GPU). ``fused``: the model's norms and
+        rotary embeddings by ``harness.models.fused``'s kernels (None: with varlen attention where Triton is installed;
+        True: always, which the CPU tests run in Triton's interpreter)."""
         self.model = model
         self.pad_id = pad_id
         self.config = config
@@ -433,7 +435,13 @@ class Engine:
             compact = not self.triton_decoding
         self.compact = compact
         device = getattr(model, "device", None)
-        self.pipeline = pipeline if pipeline is not None else (device is not None and device.type == "cuda")
+        on_gpu = device is not None and device.type == "cuda"
+        self.pipeline = pipeline if pipeline is not None else on_gpu
+        from harness.models import fused as fused_kernels
+
+        if fused is None:
+            fused = bool(varlen) and on_gpu and fused_kernels.available()
+        self.fused = fused_kernels.ops_for(model) if fused else fused_kernels.FusedOps()
         if varlen:
             from harness.models.varlen import register
 
@@ -584,7 +592,7 @@ class Engine:
         ends = torch.tensor(new, dtype=torch.long).cumsum(0).sub_(1).to(device)  # each row's last token
         assert batch.packed is not None
         cache.bind_tokens(batch.packed.token_rows, batch.packed.token_cols)
-        with varlen.active(self.model, batch):
+        with varlen.active(self.model, batch), self.fused.applied():
             out = self.model(input_ids=ids[None], position_ids=batch.packed.token_cols[None], use_cache=True,
                              logits_to_keep=ends, **{self._cache_kw: cache.cache})
         self.prefill_tokens += sum(new)
@@ -630,8 +638,9 @@ class Engine:
         if depth and self.prefix is not None:
             for layer, (k, v) in enumerate(zip(*self.prefix.gather(items, past), strict=True)):
                 tmp.update(k, v, layer)
-        out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
+        with self.fused.applied():
+            out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **{self._cache_kw: tmp})
         self.prefill_tokens += len(items) * width
         self.prefill_forwards += 1
         self.prefill_computed += sum(n - p for n, p in zip(lengths, past, strict=True))
@@ -768,7 +777,7 @@ class Engine:
 
             batch = state.decode_batch
             batch.used_k = varlen.used_for_decoding(state.pos, cache.kv_heads)
-            with varlen.active(self.model, batch):
+            with varlen.active(self.model, batch), self.fused.applied():
                 out = self.model(input_ids=state.last[:, None], position_ids=state.pos[:, None], use_cache=True,
                                  **{self._cache_kw: cache.cache})
             return out.logits[:, -1, :]
@@ -779,8 +788,9 @@ class Engine:
 
             dtype = self.model.dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-        out = self.model(input_ids=state.last[:, None], attention_mask=mask, position_ids=state.pos[:, None],
-                         use_cache=True, **{self._cache_kw: cache.cache})
+        with self.fused.applied():
+            out = self.model(input_ids=state.last[:, None], attention_mask=mask, position_ids=state.pos[:, None],
+                             use_cache=True, **{self._cache_kw: cache.cache})
         return out.logits[:, -1, :]
 
     def _pick(self, logits: torch.Tensor, items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

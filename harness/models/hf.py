@@ -184,6 +184,7 @@ class HFBackend(ModelBackend):
         self.varlen: bool | None = None
         self.compact: bool | None = None  # drop dead slots (None: the engine decides; generation.py --compact-too)
         self.pipeline: bool | None = None  # launch each step before reading the last one's tokens (None: on a GPU)
+        self.fused: bool | None = None  # norms and rotary by Triton kernels (None: the engine decides; --unfused-too)
         self.last_run: dict[str, float] = {}  # the last generate call's engine figures (see ``_engine_figures``)
         if tokenizer.pad_token_id is None:  # Llama tokenizers have none: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
@@ -253,7 +254,7 @@ class HFBackend(ModelBackend):
 
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
                         logits_hook=self.logits_hook, prefix_cache=self.prefix_cache, cuda_graphs=self.cuda_graphs,
-                        varlen=self.varlen, compact=self.compact, pipeline=self.pipeline)
+                        varlen=self.varlen, compact=self.compact, pipeline=self.pipeline, fused=self.fused)
         slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
         self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
@@ -301,14 +302,14 @@ def _engine_figures(engine: Engine, slots: int) -> dict[str, Any]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
     out-of-memory backoff), prefill tokens computed (padding included, and not), the prefill's forwards, tokens
     reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs and the
-    seconds recording took, whether attention was variable-length."""
+    seconds recording took, whether attention was variable-length, whether fused kernels computed norms and rotary embeddings."""
     return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
             "prefill_computed": engine.prefill_computed, "prefill_forwards": engine.prefill_forwards,
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
             "graph_captures": engine.graph_captures, "capture_s": round(engine.capture_seconds, 3),
             "captures": [(s, w, round(a, 3), round(b, 3)) for s, w, a, b in engine.capture_log],
-            "varlen": engine.varlen}
+            "varlen": engine.varlen, "fused": bool(engine.fused)}
 
 
 def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:
