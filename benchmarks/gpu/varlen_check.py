@@ -176,6 +176,10 @@ def fused_check(tokens: int, hidden: int = 5120, heads: int = 40, kv_heads: int 
                                 (got_k.float() - want_k.float()).abs().max().item()),
             "norm_bit_equal": round((got_norm == want_norm).float().mean().item(), 5),
             "rotary_bit_equal": (got_q == want_q).all().item() and (got_k == want_k).all().item(),
+            # what the engine's self-check decides on this device (False: the model keeps transformers' kernels)
+            "norm_accepted": fused._norm_matches(norm, torch.bfloat16),
+            "rotary_accepted": fused._rotary_matches(modeling_llama.apply_rotary_pos_emb, heads, kv_heads, dim,
+                                                     torch.bfloat16, "cuda"),
             **{key: round(value, 1) for key, value in times.items()}}
 
 

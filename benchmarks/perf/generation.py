@@ -274,7 +274,8 @@ def _run_harness(backend: Any, work: Workload, batch: int, max_new: int, graphs:
             "prefill_tokens": run["prefill_tokens"], "prefill_computed": run["prefill_computed"],
             "prefill_forwards": run["prefill_forwards"], "reused_tokens": run["reused_tokens"], "backoffs": run["backoffs"],
             "graph_captures": run["graph_captures"], "capture_s": run["capture_s"], "captures": run["captures"],
-            "varlen": run["varlen"], "fused": run["fused"],
+            "varlen": run["varlen"], "fused": run["fused"], "fused_norms": run["fused_norms"],
+            "fused_rotary": run["fused_rotary"],
             "decode_ms_per_step": round(1e3 * (wall - run["prefill_s"]) / max(1, run["steps"]), 2),
             "rows_stopped_as_forced": f"{exact}/{len(gens)}"}
 

@@ -287,12 +287,15 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
 
 
-def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
+def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens: int,
+                    packed_prefill: bool = False) -> int:
     """``--batch-size auto`` for these prompts. CPU: ``CPU_BATCH`` rows, fewer if their KV buffers would take
     more than ``CPU_MEMORY_SHARE`` of the memory available. GPU: the most slots whose KV buffers fit the free
     memory after a reserve for one prefill chunk (``PREFILL_TOKENS``) and its logits and for the prefix
-    cache's pool (``pool_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. An estimate: the engine
-    halves the slots on out-of-memory without losing items.
+    cache's pool (``pool_tokens``), capped at the item count and ``MAX_AUTO_SLOTS``. A padded prefill also
+    holds the chunk's keys and values twice (its own cache, the past gathered from the pool); a packed one
+    (``packed_prefill``: varlen attention) writes them straight into the slots, so it reserves neither. An
+    estimate: the engine halves the slots on out-of-memory without losing items.
     """
     import torch
 
@@ -311,7 +314,8 @@ def auto_batch_size(model: Any, encoded: Sequence[Sequence[int]], max_new_tokens
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
     # a prefill chunk: its past gathered from the prefix pool, the cache that past is copied into, activations
     pool = pool_tokens(encoded)
-    reserve = (PREFILL_TOKENS * (2 * per_token + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
+    chunk_kv = 0 if packed_prefill else 2 * per_token
+    reserve = (PREFILL_TOKENS * (chunk_kv + (6 * cfg.hidden_size + 3 * inter) * dtype_bytes) + (1 << 30)
                + (pool + BLOCK if pool else 0) * per_token)  # the pool ends with a block of zeros
     slots = int((0.92 * free - reserve) // per_row)
     log.info("batch size auto: %d (%.1f GiB free, %.1f MiB of KV cache per row)", slots, free / 2**30,

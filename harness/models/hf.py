@@ -255,7 +255,7 @@ class HFBackend(ModelBackend):
         engine = Engine(self.model, pad_id=self.tokenizer.pad_token_id, config=config, make_stopper=make_stopper,
                         logits_hook=self.logits_hook, prefix_cache=self.prefix_cache, cuda_graphs=self.cuda_graphs,
                         varlen=self.varlen, compact=self.compact, pipeline=self.pipeline, fused=self.fused)
-        slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens)
+        slots = config.batch_size or self.auto_batch_size(encoded, config.max_new_tokens, packed_prefill=engine.varlen)
         self.last_run = _engine_figures(engine, slots)
         t0 = time.perf_counter()
         for ended in engine.run(encoded, slots):
@@ -282,10 +282,12 @@ class HFBackend(ModelBackend):
             return lambda ids: rust.decode(ids, skip_special_tokens=True)
         return lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def auto_batch_size(self, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> int:
+    def auto_batch_size(self, encoded: Sequence[Sequence[int]], max_new_tokens: int,
+                        packed_prefill: bool = False) -> int:
         """``--batch-size auto``: on a GPU the most rows whose KV cache fits the free memory (the engine
-        backs off on OOM anyway); on a CPU the measured default."""
-        return auto_batch_size(self.model, encoded, max_new_tokens)
+        backs off on OOM anyway); on a CPU the measured default. ``packed_prefill``: the engine prefills
+        through varlen attention (no second copy of a chunk's keys and values to reserve)."""
+        return auto_batch_size(self.model, encoded, max_new_tokens, packed_prefill)
 
     def close(self) -> None:
         self.model = None
@@ -302,14 +304,16 @@ def _engine_figures(engine: Engine, slots: int) -> dict[str, Any]:
     """What the throughput benchmark reads after a call: decoding steps, the batch used (after any
     out-of-memory backoff), prefill tokens computed (padding included, and not), the prefill's forwards, tokens
     reused from the prefix cache, prefill seconds, backoffs, decoding steps recorded as CUDA graphs and the
-    seconds recording took, whether attention was variable-length, whether fused kernels computed norms and rotary embeddings."""
+    seconds recording took, whether attention was variable-length, and how many norm modules and rotary functions
+    (Python modules' ``apply_rotary_pos_emb``) fused kernels computed."""
     return {"steps": engine.steps, "slots": slots, "prefill_tokens": engine.prefill_tokens,
             "prefill_computed": engine.prefill_computed, "prefill_forwards": engine.prefill_forwards,
             "reused_tokens": engine.prefix.reused_tokens if engine.prefix is not None else 0,
             "prefill_s": round(engine.prefill_seconds, 3), "backoffs": engine.backoffs,
             "graph_captures": engine.graph_captures, "capture_s": round(engine.capture_seconds, 3),
             "captures": [(s, w, round(a, 3), round(b, 3)) for s, w, a, b in engine.capture_log],
-            "varlen": engine.varlen, "fused": bool(engine.fused)}
+            "varlen": engine.varlen, "fused": bool(engine.fused), "fused_norms": len(engine.fused.norms),
+            "fused_rotary": len(engine.fused.rotary_modules)}
 
 
 def load_hf_backend(path: str, options: BackendOptions, *, spec: str | None = None) -> HFBackend:

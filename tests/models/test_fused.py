@@ -109,6 +109,18 @@ def test_prepare_leaves_a_norm_computed_otherwise_alone(interpreted):
     assert not fused._norm_matches(GemmaLikeRMSNorm(32), torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_check_accepts_the_kernel_and_refuses_another_rotation(interpreted, dtype):
+    """bf16 too: the check is what lets the kernel into a bf16 model's forwards (on the GPU its first version,
+    one contracted rounding off, was refused there and every step ran transformers' ten kernels)."""
+
+    def other_direction(q, k, cos, sin, unsqueeze_dim=1):  # x * cos - rotate_half(x) * sin
+        return modeling_llama.apply_rotary_pos_emb(q, k, cos, -sin, unsqueeze_dim)
+
+    assert fused._rotary_matches(modeling_llama.apply_rotary_pos_emb, 4, 2, 16, dtype, "cpu")
+    assert not fused._rotary_matches(other_direction, 4, 2, 16, dtype, "cpu")
+
+
 @pytest.fixture(scope="module")
 def gqa_fp32(tmp_path_factory):
     path = save_tiny(tmp_path_factory.mktemp("fused-llama"), hidden=64, heads=4, kv_heads=2)
@@ -152,4 +164,7 @@ def test_engine_with_fused_kernels_equals_the_engine_without(gqa_fp32, interpret
     finally:
         varlen.use_kernel(before)
     assert kernel_run["fused"] and not plain_run["fused"] and calls
+    layers = gqa_fp32.model.config.num_hidden_layers
+    assert (kernel_run["fused_norms"], kernel_run["fused_rotary"]) == (2 * layers + 1, 1)
+    assert (plain_run["fused_norms"], plain_run["fused_rotary"]) == (0, 0)
     assert with_kernels == plain
