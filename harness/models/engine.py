@@ -42,6 +42,7 @@ from harness.errors import ModelBackendError
 from harness.models.base import FinishReason
 from harness.models.prefix import BLOCK, PrefixStore, flat_rows, pool_tokens
 from harness.models.stopping import LoopWatch, RowStopper
+from harness.models.transfer import device_tensor, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +150,7 @@ class SlotCache:
         import torch
 
         width, longest, device = keys[0].shape[2], max(lengths), keys[0].device
-        starts = width - torch.tensor(lengths, dtype=torch.long, device=device)
+        starts = width - device_tensor(lengths, torch.long, device)
         cols = (starts[:, None] + torch.arange(longest, device=device)).clamp(max=width - 1)
         for kb, vb, k, v in zip(self.k, self.v, keys, values, strict=True):
             index = cols[:, None, :, None].expand(k.shape[0], k.shape[1], longest, k.shape[3])
@@ -591,9 +592,9 @@ class Engine:
             self.prefix.copy_into(items, reused, slots, cache.k, cache.v)
         batch = varlen.prefill_batch(slots, reused, lengths, cache.kv_heads, cache.capacity, device)
         new = [n - r for n, r in zip(lengths, reused, strict=True)]
-        ids = torch.tensor([t for i, r in zip(items, reused, strict=True) for t in self.encoded[i][r:]],
-                           dtype=torch.long).to(device)
-        ends = torch.tensor(new, dtype=torch.long).cumsum(0).sub_(1).to(device)  # each row's last token
+        ids = device_tensor([t for i, r in zip(items, reused, strict=True) for t in self.encoded[i][r:]], torch.long,
+                            device)
+        ends = to_device(torch.tensor(new, dtype=torch.long).cumsum(0).sub_(1), device)  # each row's last token
         assert batch.packed is not None
         cache.bind_tokens(batch.packed.token_rows, batch.packed.token_cols)
         with varlen.active(self.model, batch), self.fused.applied():
@@ -636,7 +637,7 @@ class Engine:
             tail = self.encoded[item][past[r]:]
             ids[r, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
             attention[r, depth + width - lengths[r]:] = 1
-        ids, attention = ids.to(device), attention.to(device)
+        ids, attention = to_device(ids, device), to_device(attention, device)
         positions = ((attention.cumsum(-1) - 1).clamp(min=0))[:, depth:]
         tmp: Any = DynamicCache()
         if depth and self.prefix is not None:
@@ -653,7 +654,7 @@ class Engine:
             self.prefix.admit(items, keys, values, lengths)
         if state.cache is None:  # room for the longest prompt of the pass, whatever order they come in
             self._allocate(state, keys, max(lengths + [len(self.encoded[i]) for i in self.waiting]))
-        slot_t = torch.tensor(slots, dtype=torch.long, device=device)
+        slot_t = device_tensor(slots, torch.long, device)
         state.cache.write(slot_t, keys, values, lengths)
         del tmp, keys, values
         self._start_rows(state, items, slots, lengths, out.logits[:, -1, :])
@@ -664,9 +665,9 @@ class Engine:
         import torch
 
         device = state.pos.device
-        slot_t = torch.tensor(slots, dtype=torch.long, device=device)
-        item_t = torch.tensor(items, dtype=torch.long, device=device)
-        state.pos[slot_t] = torch.tensor(lengths, dtype=torch.long, device=device)
+        slot_t = device_tensor(slots, torch.long, device)
+        item_t = device_tensor(items, torch.long, device)
+        state.pos[slot_t] = device_tensor(lengths, torch.long, device)
         state.items[slot_t] = item_t
         state.count[slot_t] = 0
         first = self._pick(logits, item_t, state.count[slot_t])
@@ -825,7 +826,7 @@ class Engine:
         if freed and self.varlen:  # a free slot starts over at one column instead of reading its old row's
             import torch
 
-            state.pos[torch.tensor(freed, dtype=torch.long, device=state.pos.device)] = 0
+            state.pos[device_tensor(freed, torch.long, state.pos.device)] = 0
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -840,7 +841,7 @@ class Engine:
         if not self._compact_due(state):
             return
         live = state.live()
-        keep = torch.tensor(live, dtype=torch.long, device=state.pos.device)
+        keep = device_tensor(live, torch.long, state.pos.device)
         state.cache.select(keep)
         state.pos, state.last = state.pos[keep], state.last[keep]
         state.count, state.items = state.count[keep], state.items[keep]

@@ -29,6 +29,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from harness.models.transfer import device_tensor, to_device
+
 if TYPE_CHECKING:
     import torch
 
@@ -173,7 +175,7 @@ class PrefixStore:
         for r, (item, n) in enumerate(zip(items, past, strict=True)):
             if n:
                 index[r, width - n:] = torch.tensor(self._pool_columns(item, n), dtype=torch.long)
-        index = index.to(self.k[0].device)
+        index = to_device(index, self.k[0].device)
         self.reused_tokens += sum(past)
         keys = [pool[:, index].transpose(0, 1) for pool in self.k]
         values = [pool[:, index].transpose(0, 1) for pool in self.v]
@@ -200,7 +202,7 @@ class PrefixStore:
             return
         self.reused_tokens += len(source) * BLOCK
         device = keys[0].device
-        r_t, b_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (dest_rows, dest_blocks, source))
+        r_t, b_t, s_t = (device_tensor(x, torch.long, device) for x in (dest_rows, dest_blocks, source))
         heads = keys[0].shape[1]
         dest = block_rows(r_t, b_t, heads, keys[0].shape[2])
         src = block_rows(torch.zeros_like(s_t), s_t, heads, self.k[0].shape[1])  # the pool: one row of blocks
@@ -238,13 +240,13 @@ class PrefixStore:
             device = keys[0].device
             heads = keys[0].shape[1]
             if width % BLOCK == 0 and all(f % BLOCK == 0 for f in firsts):  # the slot cache: a block per row copy
-                r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device)
+                r_t, c_t, s_t = (device_tensor(x, torch.long, device)
                                  for x in (rows, [f // BLOCK for f in firsts], slots))
                 src = block_rows(r_t, c_t, heads, width)
                 dest = block_rows(torch.zeros_like(s_t), s_t, heads, self.k[0].shape[1])
                 run = BLOCK
             else:  # a right-aligned prefill's own cache: token by token
-                r_t, c_t, s_t = (torch.tensor(x, dtype=torch.long, device=device) for x in (
+                r_t, c_t, s_t = (device_tensor(x, torch.long, device) for x in (
                     [r for r in rows for _ in range(BLOCK)], [f + t for f in firsts for t in range(BLOCK)],
                     [s * BLOCK + t for s in slots for t in range(BLOCK)]))
                 src = flat_rows(r_t, c_t, heads, width)

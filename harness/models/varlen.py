@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.models.transfer import to_device
+
 if TYPE_CHECKING:
     import torch
 
@@ -281,6 +283,6 @@ def prefill_batch(slots: Sequence[int], starts: Sequence[int], lengths: Sequence
         raise ValueError("prefill rows must come in ascending slot order")  # the engine's contract, not the user's
     cu_k = torch.tensor(firsts + [firsts[-1] + capacity], dtype=torch.int32)
     used_k = torch.tensor([n for n in lengths for _ in range(kv_heads)], dtype=torch.int32)
-    packed = Packed(*(t.to(device, non_blocking=True) for t in (token_rows, token_cols, query_tokens, query_heads)))
-    return VarlenBatch(cu_q=cu_q.to(device), cu_k=cu_k.to(device), used_k=used_k.to(device), max_q=max(new),
-                       max_k=max(lengths), packed=packed)
+    packed = Packed(*(to_device(t, device) for t in (token_rows, token_cols, query_tokens, query_heads)))
+    return VarlenBatch(cu_q=to_device(cu_q, device), cu_k=to_device(cu_k, device), used_k=to_device(used_k, device),
+                       max_q=max(new), max_k=max(lengths), packed=packed)
