@@ -411,10 +411,19 @@ def bench_mode(args: argparse.Namespace, mode: str, backend: Any, work: Workload
             # the harness only: profiling plain generate took minutes on the H200 (2026-12-01)
             emit({**base, "profile": "harness", "batch": batch,
                   **profiled(lambda b=batch: run_harness(backend, work, b, args.max_new_tokens))})
+        if args.sync_check and torch_cuda() and args.clock.left(f"{mode} sync check batch {batch}", emit):
+            emit({**base, "sync_check": "harness", "batch": batch,
+                  **sync_sites(lambda b=batch: run_harness(backend, work, b, args.max_new_tokens))})
         if args.check_graphs and args.clock.left(f"{mode} graphs against eager batch {batch}", emit):
             emit({**base, **check_graphs(backend, work, batch)})
         if args.check_attention and args.clock.left(f"{mode} varlen against sdpa batch {batch}", emit):
             emit({**base, **check_attention(backend, work, batch)})
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def own_greedy(backend: Any, work: Workload, batch: int, new_tokens: int) -> list[str]:
@@ -469,6 +478,34 @@ def profiled(fn: Any) -> dict[str, Any]:
     return {"profiled_wall_s": round(got["wall_s"], 2), **profiled_totals(prof)}
 
 
+def sync_sites(fn: Any) -> dict[str, Any]:
+    """``fn`` once with torch's synchronisation debugging on: every operation that made the host wait for the
+    GPU, counted by where it was called (the innermost three frames outside torch). The engine should wait only
+    where it reads tokens: a decoding step's event and each prefill's first tokens."""
+    import traceback
+    import warnings
+    from collections import Counter
+
+    import torch
+
+    sites: Counter[str] = Counter()
+
+    def record(*_args: Any, **_kwargs: Any) -> None:
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if "/torch/" not in f.filename and not f.filename.endswith("warnings.py")]
+        sites[" < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-3:]))] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return {"syncs": sum(sites.values()), "sync_sites": dict(sites.most_common(12))}
+
+
 class Clock:
     """The device call's time limit: a setting starts only with --reserve-s left before --budget-s."""
 
@@ -495,6 +532,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="append JSON lines here")
     ap.add_argument("--profile", action="store_true", help="after each batch's rows, run the harness once more "
                     "under the torch profiler: device-kernel seconds and launches, and the top operators")
+    ap.add_argument("--sync-check", action="store_true", help="after each batch's rows (GPU), run the harness once "
+                    "more with torch's sync debugging: where the host waited for the device, and how often")
     for flag, path, _change, what in VARIANTS:
         ap.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"also the harness with {what} "
                         f"(path {path})")

@@ -669,10 +669,10 @@ class Engine:
         item_t = device_tensor(items, torch.long, device)
         state.pos[slot_t] = device_tensor(lengths, torch.long, device)
         state.items[slot_t] = item_t
-        state.count[slot_t] = 0
+        state.count.index_fill_(0, slot_t, 0)  # `count[slot_t] = 0` would copy its scalar, and wait
         first = self._pick(logits, item_t, state.count[slot_t])
         state.last[slot_t] = first
-        state.count[slot_t] = 1
+        state.count.index_fill_(0, slot_t, 1)
         for slot, item, n in zip(slots, items, lengths, strict=True):
             state.rows[slot] = _Row(item, self.make_stopper(item), n)
             if state.loops is not None:
@@ -826,7 +826,7 @@ class Engine:
         if freed and self.varlen:  # a free slot starts over at one column instead of reading its old row's
             import torch
 
-            state.pos[device_tensor(freed, torch.long, state.pos.device)] = 0
+            state.pos.index_fill_(0, device_tensor(freed, torch.long, state.pos.device), 0)  # no host wait
 
     # ------------------------------------------------------------------ housekeeping
 
