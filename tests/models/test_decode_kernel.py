@@ -32,8 +32,14 @@ def interpreted(monkeypatch):
     decode_kernel._kernels = None
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["split", "one-pass"])
 @pytest.mark.parametrize(("groups", "dim", "sequences"), [(1, 16, 6), (3, 16, 4), (4, 32, 2)])
-def test_kernel_equals_the_reference_on_each_sequence_used_keys(interpreted, groups, dim, sequences):
+def test_kernel_equals_the_reference_on_each_sequence_used_keys(interpreted, groups, dim, sequences, whole,
+                                                                 monkeypatch):
+    """Split and combined (few sequences), or in one pass (as many as ``TARGET_PROGRAMS``: lowered here)."""
+    if whole:
+        monkeypatch.setattr(decode_kernel, "TARGET_PROGRAMS", sequences)
+    assert (decode_kernel.splits_for(sequences) == 1) == whole
     torch.manual_seed(groups)
     capacity = 150  # not a multiple of the tile: the last tile is partial
     k = torch.randn(sequences * capacity, 1, dim)
@@ -47,7 +53,8 @@ def test_kernel_equals_the_reference_on_each_sequence_used_keys(interpreted, gro
 
 
 def test_splits_grow_while_sequences_are_few():
-    assert decode_kernel.splits_for(5120) == 2
+    assert decode_kernel.splits_for(5120) == 1  # 128 rows of a 13B model: enough programs without splitting
+    assert decode_kernel.splits_for(2047) == 2
     assert decode_kernel.splits_for(501) == 8
     assert decode_kernel.splits_for(1) == 16
 
