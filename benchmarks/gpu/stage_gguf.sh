@@ -4,6 +4,9 @@
 #   there:  bash benchmarks/gpu/stage_gguf.sh receive        (one call per part, carry=[".gpu/gguf-N"]; the
 #                                                             part is copied to /root/txt2sql-gguf, which
 #                                                             stays while the machine is warm)
+#   here:   bash benchmarks/gpu/stage_gguf.sh wheels         -> .gpu/pywheels: the gguf reader transformers needs
+#                                                             (not in the GPU image); carry it with a part,
+#                                                             receive installs it into /root/site
 #   there:  bash benchmarks/gpu/stage_gguf.sh join           (after the last part: joins, checks the sha256,
 #                                                             writes the export line for TXT2SQL_EMBEDDED_GGUF
 #                                                             to /root/txt2sql-gguf/env)
@@ -24,7 +27,13 @@ case "${1:-}" in
     done
     rmdir .gpu/tmp
     ls -l .gpu/gguf-*/ ;;
+  wheels)
+    py=${PYTHON:-.venv/bin/python}
+    mkdir -p .gpu/pywheels && $py -m pip download --no-deps -q -d .gpu/pywheels gguf && ls -l .gpu/pywheels ;;
   receive)
+    if [ -d .gpu/pywheels ]; then  # PYTHONPATH=/root/site:$PWD there
+      python3 -m pip install -q --no-deps --target /root/site .gpu/pywheels/*.whl
+    fi
     mkdir -p "$STORE"
     found=0
     for d in .gpu/gguf-*; do
@@ -42,5 +51,5 @@ case "${1:-}" in
     (cd "$STORE" && sha256sum -c SHA256) >&2
     echo "export TXT2SQL_EMBEDDED_GGUF=$STORE/$name" | tee "$STORE/env" ;;
   *)
-    echo "usage: $0 split|receive|join" >&2; exit 2 ;;
+    echo "usage: $0 split|wheels|receive|join" >&2; exit 2 ;;
 esac
